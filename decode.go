@@ -1,0 +1,141 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/kelseyhightower/envconfig"
+
+	"github.com/smartybridge/smartybridge/bridge"
+	"github.com/smartybridge/smartybridge/decrypt"
+	"github.com/smartybridge/smartybridge/p1"
+)
+
+// decodeConfig is what `smartybridge decode` reads from the environment.
+type decodeConfig struct {
+	KeyConfig
+}
+
+// decodeCounts tallies one decode run for its summary line.
+type decodeCounts struct {
+	decoded   int
+	rejected  map[string]int
+	authKey   int // authentication failures where the key itself was right
+	noKeyFor  map[decrypt.Title]bool
+	badKeyFor map[decrypt.Title]bool
+}
+
+func runDecode(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	var cfg decodeConfig
+	if err := envconfig.Process(envPrefix, &cfg); err != nil {
+		return configError{err}
+	}
+	in, closeAll, err := openInputs(args, stdin)
+	if err != nil {
+		return configError{err}
+	}
+	defer closeAll()
+	dec, err := bridge.NewDecoder(cfg.decryptOptions())
+	if err != nil {
+		return err
+	}
+
+	out := bufio.NewWriterSize(stdout, 64<<10)
+	c := decodeCounts{rejected: map[string]int{}, noKeyFor: map[decrypt.Title]bool{}, badKeyFor: map[decrypt.Title]bool{}}
+	sc := p1.NewScanner(in)
+	line := make([]byte, 0, 8192)
+	for sc.Scan() {
+		if ctx.Err() != nil {
+			break
+		}
+		tg, from, err := dec.Decode(sc.Kind(), sc.Frame())
+		if err != nil {
+			if bridge.FramingError(err) {
+				sc.Reject()
+			}
+			c.reject(err, from, cfg.KeyConfig, stderr)
+			continue
+		}
+		for _, e := range tg.Malformed {
+			fmt.Fprintf(stderr, "smartybridge: skipped a line: %v\n", e)
+		}
+		c.decoded++
+		line = append(tg.AppendJSON(line[:0], from), '\n')
+		if _, err := out.Write(line); err != nil {
+			return err
+		}
+	}
+	if err := out.Flush(); err != nil {
+		return err
+	}
+	st := sc.Stats()
+	fmt.Fprintf(stderr, "smartybridge: decoded %d telegrams; rejected %d authentication, %d no key, %d CRC, %d malformed, %d too long; %d bytes skipped\n",
+		c.decoded, c.rejected["authentication"], c.rejected["no key"], c.rejected["crc"]+st.BadCRC, c.rejected["malformed"], st.TooLong, st.Skipped)
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("read input: %w", err)
+	}
+	if c.decoded == 0 && sc.Stats().Rejected+c.rejected["crc"]+c.rejected["malformed"] > 0 {
+		return errNothingDecoded
+	}
+	return nil
+}
+
+// reject counts a frame that did not decode and explains the first one of
+// each kind per meter: what is wrong and what to change. The key is never
+// printed.
+func (c *decodeCounts) reject(err error, from p1.Origin, keys KeyConfig, stderr io.Writer) {
+	reason := bridge.Reason(err)
+	c.rejected[reason]++
+	title := decrypt.Title(from.SystemTitle)
+	switch {
+	case errors.Is(err, decrypt.ErrAuthKey):
+		if c.authKey++; c.authKey == 1 {
+			fmt.Fprintf(stderr, "smartybridge: frames of meter %s decrypt with the key but fail authentication: the key is right and the authentication key differs; set SMARTY_AUTH_KEY to the meter's authentication key, or SMARTY_VERIFY_TAG=false to check the telegram CRC instead\n", title)
+		}
+	case errors.Is(err, decrypt.ErrAuth):
+		if !c.badKeyFor[title] {
+			c.badKeyFor[title] = true
+			fmt.Fprintf(stderr, "smartybridge: a frame of meter %s failed authentication: the key does not fit this meter (check SMARTY_KEY or its SMARTY_KEYS entry against the key the grid operator sent for this meter), or the frame was damaged on the line\n", title)
+		}
+	case errors.Is(err, decrypt.ErrNoKey):
+		if !c.noKeyFor[title] {
+			c.noKeyFor[title] = true
+			if keys.hasKey() {
+				fmt.Fprintf(stderr, "smartybridge: no key for meter %s: add %s:<key> to SMARTY_KEYS or set SMARTY_KEY\n", title, title)
+			} else {
+				fmt.Fprintf(stderr, "smartybridge: encrypted frames from meter %s but no key: set SMARTY_KEY to the 32-digit key from your grid operator\n", title)
+			}
+		}
+	case errors.Is(err, p1.ErrCRC), errors.Is(err, p1.ErrMalformed):
+		fmt.Fprintf(stderr, "smartybridge: rejected a telegram: %v\n", err)
+	}
+}
+
+// openInputs opens every file before reading any, so that a typo in the
+// last name fails at once.
+func openInputs(names []string, stdin io.Reader) (io.Reader, func(), error) {
+	if len(names) == 0 {
+		return stdin, func() {}, nil
+	}
+	var files []*os.File
+	var readers []io.Reader
+	closeAll := func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}
+	for _, n := range names {
+		f, err := os.Open(n)
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		files = append(files, f)
+		readers = append(readers, f)
+	}
+	return io.MultiReader(readers...), closeAll, nil
+}

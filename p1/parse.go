@@ -1,0 +1,335 @@
+package p1
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/smartybridge/smartybridge/internal/crc16"
+)
+
+// Errors of Parse. Test them with errors.Is.
+var (
+	// ErrCRC: the telegram's CRC does not match its bytes; the whole
+	// telegram is rejected.
+	ErrCRC = errors.New("telegram CRC mismatch")
+	// ErrMalformed: the bytes do not follow the telegram grammar.
+	ErrMalformed = errors.New("malformed telegram")
+)
+
+// SyntaxError reports a line that does not follow the grammar. It wraps
+// ErrMalformed.
+type SyntaxError struct {
+	Line int    // 1-based; the identification line is line 1
+	Text string // the offending line, cut to 80 bytes
+	Msg  string // what is wrong
+}
+
+func (e *SyntaxError) Error() string {
+	return fmt.Sprintf("telegram line %d: %s: %q", e.Line, e.Msg, e.Text)
+}
+
+// Unwrap makes errors.Is(err, ErrMalformed) hold.
+func (e *SyntaxError) Unwrap() error { return ErrMalformed }
+
+func syntaxError(line int, text []byte, msg string) *SyntaxError {
+	if len(text) > 80 {
+		text = text[:80]
+	}
+	return &SyntaxError{Line: line, Text: string(text), Msg: msg}
+}
+
+// OBIS is an object code A-B:C.D.E (the F group is never sent on P1).
+type OBIS struct{ A, B, C, D, E uint8 }
+
+// String writes the code as A-B:C.D.E.
+func (o OBIS) String() string { return string(o.AppendText(nil)) }
+
+// AppendText appends the code as A-B:C.D.E.
+func (o OBIS) AppendText(dst []byte) []byte {
+	dst = strconv.AppendUint(dst, uint64(o.A), 10)
+	dst = append(dst, '-')
+	dst = strconv.AppendUint(dst, uint64(o.B), 10)
+	dst = append(dst, ':')
+	dst = strconv.AppendUint(dst, uint64(o.C), 10)
+	dst = append(dst, '.')
+	dst = strconv.AppendUint(dst, uint64(o.D), 10)
+	dst = append(dst, '.')
+	return strconv.AppendUint(dst, uint64(o.E), 10)
+}
+
+// ParseOBIS reads A-B:C.D.E.
+func ParseOBIS(s string) (OBIS, error) {
+	o, n, ok := parseOBIS([]byte(s))
+	if !ok || n != len(s) {
+		return OBIS{}, fmt.Errorf("%q is not an OBIS code (want A-B:C.D.E, such as 1-0:1.8.0)", s)
+	}
+	return o, nil
+}
+
+// HexText reports whether the object's value is text sent as hex digits:
+// meter ids (0-0:42.0.0, 0-0:96.1.1, 0-n:96.1.0) and messages (96.13.x).
+func (o OBIS) HexText() bool {
+	return o.C == 42 && o.D == 0 && o.E == 0 || o.C == 96 && o.D == 1 && o.E <= 1 || o.C == 96 && o.D == 13
+}
+
+// Object is one line of a telegram: a code and its values.
+type Object struct {
+	OBIS   OBIS
+	Line   int     // line number in the telegram
+	Values []Value // at least one
+}
+
+// Reading returns the value that is the object's reading: for an M-Bus
+// line "(time)(value*unit)" the second one, else the first.
+func (o *Object) Reading() Value {
+	if o.IsMBus() {
+		return o.Values[1]
+	}
+	return o.Values[0]
+}
+
+// IsMBus reports whether the object is an M-Bus reading: a capture time
+// followed by one value.
+func (o *Object) IsMBus() bool {
+	return len(o.Values) == 2 && o.Values[0].IsTimestamp() && !o.Values[1].IsTimestamp()
+}
+
+// Unused reports whether the object comes from an unused M-Bus channel: its
+// capture time is the placeholder 632525252525S. Its value means nothing.
+func (o *Object) Unused() bool {
+	return o.IsMBus() && string(o.Values[0].Text) == "632525252525S"
+}
+
+// Telegram is a parsed telegram. Its slices refer to the bytes it was parsed
+// from and to storage it reuses on the next Parse.
+type Telegram struct {
+	// Header is the identification line without '/' ("Lux5\253663629_D").
+	Header []byte
+	// CRC is the checksum the telegram carried; HasCRC is false for DSMR
+	// 2/3 telegrams that carry none.
+	CRC    uint16
+	HasCRC bool
+	// Objects in the order of the telegram.
+	Objects []Object
+	// Malformed lists the lines that were skipped (only when the CRC
+	// verified: the rest of the telegram is still good).
+	Malformed []*SyntaxError
+
+	vals  []Value
+	meter []byte
+}
+
+// Parse parses b into a new Telegram.
+func Parse(b []byte) (*Telegram, error) {
+	t := new(Telegram)
+	return t, t.Parse(b)
+}
+
+// Parse parses b into t, reusing t's storage. On ErrCRC and on an
+// ErrMalformed that makes the whole telegram unusable, t holds no objects;
+// malformed lines in a telegram whose CRC verified are listed in
+// t.Malformed and the other objects are kept.
+func (t *Telegram) Parse(b []byte) error {
+	t.Header, t.CRC, t.HasCRC = nil, 0, false
+	t.Objects, t.Malformed, t.vals, t.meter = t.Objects[:0], t.Malformed[:0], t.vals[:0], t.meter[:0]
+	if len(b) == 0 || b[0] != '/' {
+		return syntaxError(1, firstLine(b), "a telegram starts with '/'")
+	}
+	bang := bytes.LastIndexByte(b, '!')
+	if bang < 0 {
+		return syntaxError(bytes.Count(b, []byte{'\n'})+1, nil, "no '!' ends the telegram")
+	}
+	tail := b[bang+1:]
+	if len(tail) >= 4 {
+		if v, ok := crc16.ParseHex(tail[:4]); ok {
+			if got := crc16.Checksum(b[:bang+1]); got != v {
+				return fmt.Errorf("%w: telegram says %04X, bytes give %04X", ErrCRC, v, got)
+			}
+			t.CRC, t.HasCRC = v, true
+		}
+	}
+	strict := !t.HasCRC
+	body := b[:bang]
+	line := 0
+	for len(body) > 0 {
+		line++
+		var l []byte
+		if i := bytes.IndexByte(body, '\n'); i >= 0 {
+			l, body = body[:i], body[i+1:]
+		} else {
+			l, body = body, nil
+		}
+		if n := len(l); n > 0 && l[n-1] == '\r' {
+			l = l[:n-1]
+		}
+		if err := t.parseLine(line, l, strict); err != nil {
+			if strict {
+				t.Objects, t.Malformed = t.Objects[:0], t.Malformed[:0]
+				return err
+			}
+			t.Malformed = append(t.Malformed, err)
+		}
+	}
+	return nil
+}
+
+func firstLine(b []byte) []byte {
+	if i := bytes.IndexByte(b, '\n'); i >= 0 {
+		return b[:i]
+	}
+	return b
+}
+
+// parseLine handles one line without its line end.
+func (t *Telegram) parseLine(line int, l []byte, strict bool) *SyntaxError {
+	switch {
+	case line == 1:
+		t.Header = l[1:]
+		if strict && !validIdent(t.Header) {
+			return syntaxError(line, l, "identification line is not /XXXn…")
+		}
+		return nil
+	case len(l) == 0:
+		if strict && line != 2 {
+			return syntaxError(line, l, "unexpected blank line")
+		}
+		return nil
+	case strict && line == 2:
+		return syntaxError(line, l, "a blank line must follow the identification line")
+	case l[0] == '(':
+		// DSMR 2/3 put a gas reading on a line of its own after its object.
+		if len(t.Objects) == 0 {
+			return syntaxError(line, l, "values without an object")
+		}
+		start := len(t.vals)
+		if msg := t.appendValues(l); msg != "" {
+			t.vals = t.vals[:start]
+			return syntaxError(line, l, msg)
+		}
+		o := &t.Objects[len(t.Objects)-1]
+		o.Values = append(o.Values[:len(o.Values):len(o.Values)], t.vals[start:]...)
+		return nil
+	}
+	code, n, ok := parseOBIS(l)
+	if !ok || n == len(l) || l[n] != '(' {
+		return syntaxError(line, l, "want OBIS(value)")
+	}
+	start := len(t.vals)
+	if msg := t.appendValues(l[n:]); msg != "" {
+		t.vals = t.vals[:start]
+		return syntaxError(line, l, msg)
+	}
+	t.Objects = append(t.Objects, Object{OBIS: code, Line: line, Values: t.vals[start:len(t.vals):len(t.vals)]})
+	return nil
+}
+
+// appendValues reads "(v)(v*u)…" up to the end of l.
+func (t *Telegram) appendValues(l []byte) string {
+	for len(l) > 0 {
+		if l[0] != '(' {
+			return "text after the values"
+		}
+		end := bytes.IndexByte(l, ')')
+		if end < 0 {
+			return "unclosed '('"
+		}
+		v := l[1:end]
+		if bytes.IndexByte(v, '(') >= 0 {
+			return "'(' inside a value"
+		}
+		var unit []byte
+		if star := bytes.IndexByte(v, '*'); star >= 0 {
+			v, unit = v[:star], v[star+1:]
+			if len(unit) == 0 {
+				return "empty unit after '*'"
+			}
+		}
+		t.vals = append(t.vals, Value{Text: v, Unit: unit})
+		l = l[end+1:]
+	}
+	return ""
+}
+
+// parseOBIS reads A-B:C.D.E at the start of b and returns its length.
+func parseOBIS(b []byte) (o OBIS, n int, ok bool) {
+	var parts [5]uint8
+	seps := [4]byte{'-', ':', '.', '.'}
+	for k := range parts {
+		v, digits := 0, 0
+		for n < len(b) && b[n] >= '0' && b[n] <= '9' && digits < 3 {
+			v = v*10 + int(b[n]-'0')
+			n++
+			digits++
+		}
+		if digits == 0 || v > 255 {
+			return o, n, false
+		}
+		parts[k] = uint8(v)
+		if k < 4 {
+			if n == len(b) || b[n] != seps[k] {
+				return o, n, false
+			}
+			n++
+		}
+	}
+	return OBIS{parts[0], parts[1], parts[2], parts[3], parts[4]}, n, true
+}
+
+// validIdent checks "XXXn…": a three-letter maker code, a baud-rate digit,
+// then the model.
+func validIdent(h []byte) bool {
+	if len(h) < 5 {
+		return false
+	}
+	for _, c := range h[:3] {
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z') {
+			return false
+		}
+	}
+	return h[3] >= '0' && h[3] <= '9'
+}
+
+// wellFormed reports whether a telegram without CRC (from '/' up to and
+// including '!') follows the grammar on every line. Only then is it
+// believed to be a telegram and not a stretch of noise.
+func wellFormed(b []byte) bool {
+	var t Telegram
+	return t.Parse(b) == nil && len(t.Objects) > 0
+}
+
+// Codes of the meter's identifiers.
+var (
+	obisMeterID     = OBIS{0, 0, 42, 0, 0}
+	obisEquipmentID = OBIS{0, 0, 96, 1, 1}
+)
+
+// MeterID returns the meter's id: the decoded text of 0-0:42.0.0 (Smarty:
+// "SAG…"), else of 0-0:96.1.1 (DSMR), or nil when the telegram has neither.
+// The bytes are valid until the next Parse.
+func (t *Telegram) MeterID() []byte {
+	if len(t.meter) > 0 {
+		return t.meter
+	}
+	var alt []byte
+	for i := range t.Objects {
+		o := &t.Objects[i]
+		switch o.OBIS {
+		case obisMeterID:
+			if id, ok := o.Values[0].AppendHexText(t.meter[:0]); ok && len(id) > 0 {
+				t.meter = id
+				return t.meter
+			}
+		case obisEquipmentID:
+			alt = o.Values[0].Text
+		}
+	}
+	if alt != nil {
+		if id, ok := (Value{Text: alt}).AppendHexText(t.meter[:0]); ok && len(id) > 0 {
+			t.meter = id
+			return t.meter
+		}
+	}
+	return nil
+}

@@ -1,0 +1,346 @@
+package p1
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+
+	"github.com/smartybridge/smartybridge/internal/crc16"
+)
+
+// Kind tells an encrypted frame from a plain telegram.
+type Kind uint8
+
+// The kinds of frame a Scanner delivers.
+const (
+	Encrypted Kind = iota + 1 // DLMS general-glo-ciphering, as Smarty sends
+	Plain                     // an unencrypted DSMR telegram
+)
+
+func (k Kind) String() string {
+	switch k {
+	case Encrypted:
+		return "encrypted"
+	case Plain:
+		return "plain"
+	}
+	return "unknown"
+}
+
+// Size limits. A Smarty frame is about 1.2 KiB; anything declaring more than
+// MaxFrameLen is noise that happens to look like a header.
+const (
+	MaxFrameLen    = 4096
+	MaxTelegramLen = 8192
+)
+
+// ErrSilence may be returned by the Scanner's reader when the line has been
+// quiet for a while (a read timeout on a live port). The meter pauses about
+// ten seconds between frames, so silence ends whatever partial frame is
+// buffered; the scan goes on.
+var ErrSilence = errors.New("p1: line silent")
+
+// Stats counts what a Scanner has seen. All counts only grow.
+type Stats struct {
+	Frames    int // frames delivered
+	Skipped   int // bytes that belonged to no delivered frame
+	TooLong   int // headers declaring more than MaxFrameLen
+	Truncated int // frames cut short by the next frame, silence or the end
+	BadCRC    int // plain telegrams whose CRC did not match
+	Rejected  int // frames the consumer handed back with Reject
+}
+
+// Scanner reads frames from a P1 byte stream. Like bufio.Scanner, call Scan
+// until it returns false, then Err. The bytes of a frame are valid until the
+// next call to Scan.
+type Scanner struct {
+	r     io.Reader
+	buf   []byte
+	start int // first byte not yet consumed
+	end   int // end of buffered data
+	// The frame last delivered: buf[fstart:fstart+flen].
+	fstart, flen int
+	kind         Kind
+	rejected     bool
+	// checked is how far the pending encrypted candidate at start has been
+	// searched for the header of a following frame.
+	checked int
+	eof     bool // the reader is done; drain the buffer
+	flush   bool // the line went silent: drain what is buffered, then read on
+	err     error
+	stats   Stats
+}
+
+// NewScanner returns a Scanner reading from r.
+func NewScanner(r io.Reader) *Scanner {
+	return &Scanner{r: r, buf: make([]byte, 4*MaxTelegramLen)}
+}
+
+// Frame returns the last frame found by Scan.
+func (s *Scanner) Frame() []byte { return s.buf[s.fstart : s.fstart+s.flen] }
+
+// Kind returns the kind of the last frame found by Scan.
+func (s *Scanner) Kind() Kind { return s.kind }
+
+// Stats returns the counts so far.
+func (s *Scanner) Stats() Stats { return s.stats }
+
+// Err returns the reader's error that ended the scan, or nil at io.EOF.
+func (s *Scanner) Err() error { return s.err }
+
+// Reject tells the Scanner that the last frame was not one after all (it did
+// not authenticate, or its content is invalid). The next Scan resumes one
+// byte after that frame's start, so a frame that was cut short and swallowed
+// the head of the next one costs only itself.
+func (s *Scanner) Reject() {
+	if s.flen > 0 && !s.rejected {
+		s.rejected = true
+		s.stats.Rejected++
+		s.stats.Frames--
+	}
+}
+
+// Scan advances to the next frame. It returns false when the reader is done
+// (or failed) and every buffered frame has been delivered.
+func (s *Scanner) Scan() bool {
+	if s.flen > 0 {
+		if s.rejected {
+			s.start = s.fstart + 1
+			s.stats.Skipped++
+		} else {
+			s.start = s.fstart + s.flen
+		}
+		s.flen, s.rejected, s.checked = 0, false, 0
+	}
+	for {
+		atEnd := s.eof || s.flush
+		n, kind := s.split(atEnd)
+		if kind != 0 {
+			s.fstart, s.flen, s.kind = s.start, n, kind
+			s.stats.Frames++
+			return true
+		}
+		if n > 0 {
+			s.start += n
+			s.stats.Skipped += n
+			s.checked = 0
+			continue
+		}
+		// More data is needed.
+		if s.eof {
+			return false
+		}
+		s.flush = false
+		s.fill()
+	}
+}
+
+// fill reads once into the buffer, making room first.
+func (s *Scanner) fill() {
+	if s.start == s.end {
+		s.start, s.end = 0, 0
+	}
+	if s.end == len(s.buf) {
+		// split never waits for more than MaxTelegramLen bytes of one
+		// candidate, so moving the data down always makes room.
+		copy(s.buf, s.buf[s.start:s.end])
+		s.end -= s.start
+		s.start = 0
+	}
+	n, err := s.r.Read(s.buf[s.end:])
+	s.end += n
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrSilence):
+		s.flush = true
+	case err == io.EOF:
+		s.eof = true
+	default:
+		s.eof = true
+		s.err = err
+	}
+}
+
+// split decides what stands at the head of the buffer: a frame of n bytes
+// (kind != 0), n bytes to skip (kind == 0, n > 0), or nothing yet (n == 0:
+// read more). With atEnd no more bytes will come for what is buffered.
+func (s *Scanner) split(atEnd bool) (n int, kind Kind) {
+	data := s.buf[s.start:s.end]
+	if len(data) == 0 {
+		return 0, 0
+	}
+	i := indexStart(data)
+	if i < 0 {
+		return len(data), 0
+	}
+	if i > 0 {
+		return i, 0
+	}
+	if data[0] == '/' {
+		return s.splitPlain(data, atEnd)
+	}
+	return s.splitEncrypted(data, atEnd)
+}
+
+// indexStart finds the first byte that may begin a frame.
+func indexStart(data []byte) int {
+	for i, c := range data {
+		if c == 0xDB || c == '/' {
+			return i
+		}
+	}
+	return -1
+}
+
+// needOrSkip is the answer for an incomplete candidate: wait, or at the end
+// of the input give it up and resync one byte on.
+func needOrSkip(atEnd bool) (int, Kind) {
+	if atEnd {
+		return 1, 0
+	}
+	return 0, 0
+}
+
+// EncryptedLen reports the total length a general-glo-ciphering header at
+// the start of data declares: header plus body. ok is false while data is
+// too short to tell; valid is false when data cannot start a frame.
+func EncryptedLen(data []byte) (n int, ok, valid bool) {
+	if len(data) < 2 {
+		return 0, false, true
+	}
+	if data[0] != 0xDB || data[1] != 0x08 {
+		return 0, true, false
+	}
+	if len(data) < 11 {
+		return 0, false, true
+	}
+	var body, hl int
+	switch b := data[10]; b {
+	case 0x81:
+		if len(data) < 12 {
+			return 0, false, true
+		}
+		body, hl = int(data[11]), 12
+	case 0x82:
+		if len(data) < 13 {
+			return 0, false, true
+		}
+		body, hl = int(binary.BigEndian.Uint16(data[11:])), 13
+	default:
+		if b >= 0x80 {
+			return 0, true, false
+		}
+		body, hl = int(b), 11
+	}
+	// Security control byte, counter and tag, and at least one byte of text.
+	if body < 1+4+12+1 {
+		return 0, true, false
+	}
+	if len(data) <= hl {
+		return 0, false, true
+	}
+	if data[hl] != 0x30 {
+		return 0, true, false
+	}
+	return hl + body, true, true
+}
+
+func (s *Scanner) splitEncrypted(data []byte, atEnd bool) (int, Kind) {
+	n, ok, valid := EncryptedLen(data)
+	if !valid {
+		return 1, 0
+	}
+	if !ok {
+		return needOrSkip(atEnd)
+	}
+	if n > MaxFrameLen {
+		s.stats.TooLong++
+		return 1, 0
+	}
+	// A frame cut short runs into the next one: if the header of a frame
+	// from the same meter starts inside the declared span, this one is
+	// truncated and the next one starts there.
+	head := data[:10]
+	from := max(s.checked, 1)
+	to := min(len(data), n)
+	if from < to {
+		if j := bytes.Index(data[from:min(len(data), n+len(head)-1)], head); j >= 0 && from+j < n {
+			s.stats.Truncated++
+			return from + j, 0
+		}
+		s.checked = max(to-len(head)+1, 1)
+	}
+	if len(data) < n {
+		if atEnd {
+			s.stats.Truncated++
+		}
+		return needOrSkip(atEnd)
+	}
+	return n, Encrypted
+}
+
+// telegramByte reports whether c may appear in a DSMR telegram.
+func telegramByte(c byte) bool {
+	return c >= 0x20 && c < 0x7F || c == '\r' || c == '\n'
+}
+
+func (s *Scanner) splitPlain(data []byte, atEnd bool) (int, Kind) {
+	limit := min(len(data), MaxTelegramLen)
+	bang := -1
+	for i := 1; i < limit; i++ {
+		c := data[i]
+		if c == '!' {
+			bang = i
+			break
+		}
+		if !telegramByte(c) || c == '/' {
+			// A '/' before '!' means this was not the start of the telegram.
+			return 1, 0
+		}
+	}
+	if bang < 0 {
+		if limit == MaxTelegramLen {
+			return 1, 0
+		}
+		return needOrSkip(atEnd)
+	}
+	tail := data[bang+1:]
+	// "!XXXX\r\n" with a CRC, or "!\r\n" from DSMR 2/3 meters that send none.
+	if len(tail) < 1 || tail[0] == '\r' && len(tail) < 2 {
+		return needOrSkip(atEnd)
+	}
+	if tail[0] == '\r' || tail[0] == '\n' {
+		e := lineEnd(tail)
+		if e < 0 || !wellFormed(data[:bang+1]) {
+			return 1, 0
+		}
+		return bang + 1 + e, Plain
+	}
+	if len(tail) < 5 || tail[4] == '\r' && len(tail) < 6 {
+		return needOrSkip(atEnd)
+	}
+	if !crc16.Verify(data[:bang+1], tail[:4]) {
+		if _, ok := crc16.ParseHex(tail[:4]); ok {
+			s.stats.BadCRC++
+		}
+		return 1, 0
+	}
+	e := lineEnd(tail[4:])
+	if e < 0 {
+		return 1, 0
+	}
+	return bang + 5 + e, Plain
+}
+
+// lineEnd returns the length of the line end at the start of b: 2 for CR LF,
+// 1 for a lone LF, -1 otherwise.
+func lineEnd(b []byte) int {
+	switch {
+	case len(b) >= 2 && b[0] == '\r' && b[1] == '\n':
+		return 2
+	case len(b) >= 1 && b[0] == '\n':
+		return 1
+	}
+	return -1
+}
