@@ -78,7 +78,7 @@ func runDecode(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if err := sc.Err(); err != nil {
 		return fmt.Errorf("read input: %w", err)
 	}
-	if c.decoded == 0 && sc.Stats().Rejected+c.rejected["crc"]+c.rejected["malformed"] > 0 {
+	if c.decoded == 0 && st.Frames+st.Rejected > 0 {
 		return errNothingDecoded
 	}
 	return nil

@@ -136,12 +136,21 @@ func upper(b []byte) {
 // are written as \u00XX, so the output is valid JSON whatever a meter sends.
 func appendString(dst, s []byte) []byte {
 	dst = append(dst, '"')
-	for _, c := range s {
+	for len(s) > 0 {
+		// Copy the run that needs no escaping in one go.
+		i := 0
+		for i < len(s) && s[i] >= 0x20 && s[i] < 0x7F && s[i] != '"' && s[i] != '\\' {
+			i++
+		}
+		dst = append(dst, s[:i]...)
+		if i == len(s) {
+			break
+		}
+		c := s[i]
+		s = s[i+1:]
 		switch {
 		case c == '"' || c == '\\':
 			dst = append(dst, '\\', c)
-		case c >= 0x20 && c < 0x7F:
-			dst = append(dst, c)
 		case c == '\n':
 			dst = append(dst, '\\', 'n')
 		case c == '\r':

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"strconv"
 
 	"github.com/smartybridge/smartybridge/internal/crc16"
 )
@@ -48,15 +47,25 @@ func (o OBIS) String() string { return string(o.AppendText(nil)) }
 
 // AppendText appends the code as A-B:C.D.E.
 func (o OBIS) AppendText(dst []byte) []byte {
-	dst = strconv.AppendUint(dst, uint64(o.A), 10)
+	dst = appendUint8(dst, o.A)
 	dst = append(dst, '-')
-	dst = strconv.AppendUint(dst, uint64(o.B), 10)
+	dst = appendUint8(dst, o.B)
 	dst = append(dst, ':')
-	dst = strconv.AppendUint(dst, uint64(o.C), 10)
+	dst = appendUint8(dst, o.C)
 	dst = append(dst, '.')
-	dst = strconv.AppendUint(dst, uint64(o.D), 10)
+	dst = appendUint8(dst, o.D)
 	dst = append(dst, '.')
-	return strconv.AppendUint(dst, uint64(o.E), 10)
+	return appendUint8(dst, o.E)
+}
+
+func appendUint8(dst []byte, v uint8) []byte {
+	switch {
+	case v >= 100:
+		return append(dst, '0'+v/100, '0'+v/10%10, '0'+v%10)
+	case v >= 10:
+		return append(dst, '0'+v/10, '0'+v%10)
+	}
+	return append(dst, '0'+v)
 }
 
 // ParseOBIS reads A-B:C.D.E.
@@ -225,28 +234,40 @@ func (t *Telegram) parseLine(line int, l []byte, strict bool) *SyntaxError {
 	return nil
 }
 
-// appendValues reads "(v)(v*u)…" up to the end of l.
+// appendValues reads "(v)(v*u)…" up to the end of l. One pass per value
+// finds its ')' and '*': values are short, so a plain loop beats searching
+// three times.
 func (t *Telegram) appendValues(l []byte) string {
 	for len(l) > 0 {
 		if l[0] != '(' {
 			return "text after the values"
 		}
-		end := bytes.IndexByte(l, ')')
+		star, end := -1, -1
+	scan:
+		for i := 1; i < len(l); i++ {
+			switch l[i] {
+			case ')':
+				end = i
+				break scan
+			case '*':
+				if star < 0 {
+					star = i
+				}
+			case '(':
+				return "'(' inside a value"
+			}
+		}
 		if end < 0 {
 			return "unclosed '('"
 		}
-		v := l[1:end]
-		if bytes.IndexByte(v, '(') >= 0 {
-			return "'(' inside a value"
-		}
-		var unit []byte
-		if star := bytes.IndexByte(v, '*'); star >= 0 {
-			v, unit = v[:star], v[star+1:]
-			if len(unit) == 0 {
+		v := Value{Text: l[1:end]}
+		if star >= 0 {
+			v = Value{Text: l[1:star], Unit: l[star+1 : end]}
+			if len(v.Unit) == 0 {
 				return "empty unit after '*'"
 			}
 		}
-		t.vals = append(t.vals, Value{Text: v, Unit: unit})
+		t.vals = append(t.vals, v)
 		l = l[end+1:]
 	}
 	return ""

@@ -63,8 +63,8 @@ type Scanner struct {
 	fstart, flen int
 	kind         Kind
 	rejected     bool
-	// checked is how far the pending encrypted candidate at start has been
-	// searched for the header of a following frame.
+	// checked is how far the pending candidate at start has been searched:
+	// for the header of a following frame, or for the '!' of a telegram.
 	checked int
 	eof     bool // the reader is done; drain the buffer
 	flush   bool // the line went silent: drain what is buffered, then read on
@@ -288,7 +288,8 @@ func telegramByte(c byte) bool {
 func (s *Scanner) splitPlain(data []byte, atEnd bool) (int, Kind) {
 	limit := min(len(data), MaxTelegramLen)
 	bang := -1
-	for i := 1; i < limit; i++ {
+	// Bytes before s.checked were seen on an earlier call: none was '!'.
+	for i := max(s.checked, 1); i < limit; i++ {
 		c := data[i]
 		if c == '!' {
 			bang = i
@@ -300,6 +301,7 @@ func (s *Scanner) splitPlain(data []byte, atEnd bool) (int, Kind) {
 		}
 	}
 	if bang < 0 {
+		s.checked = limit
 		if limit == MaxTelegramLen {
 			return 1, 0
 		}

@@ -158,7 +158,6 @@ func unhex(c byte) (byte, bool) {
 	return 0, false
 }
 
-
 func slowFloat(b []byte) (float64, bool) {
 	f, err := strconv.ParseFloat(string(b), 64)
 	return f, err == nil
