@@ -1,0 +1,223 @@
+package discovery
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/smartybridge/smartybridge/p1"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+var vectors = []string{"smarty-2018-real", "smarty-2026", "spec-appendix-a", "austria-t210dr", "dsmr5-nl"}
+
+func parse(t *testing.T, name string) *p1.Telegram {
+	t.Helper()
+	b, err := os.ReadFile("../testdata/" + name + ".telegram")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg, err := p1.Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tg
+}
+
+var testOptions = Options{
+	TopicPrefix: "smarty", DiscoveryPrefix: "homeassistant",
+	Availability: []string{"smarty/status/test", "smarty/METER/availability"},
+	Version:      "0.0.0-test", SupportURL: "https://example.invalid/smartybridge",
+}
+
+// haTables reads Home Assistant's unit and state-class tables from the
+// copy of shared/ha/sensor-units.md: the first JSON block is
+// DEVICE_CLASS_UNITS, the second DEVICE_CLASS_STATE_CLASSES.
+func haTables(t *testing.T) (units, stateClasses map[string][]string) {
+	t.Helper()
+	b, err := os.ReadFile("../testdata/ha/sensor-units.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := regexp.MustCompile("(?s)```json\n(.*?)```").FindAllSubmatch(b, -1)
+	if len(blocks) < 2 {
+		t.Fatal("sensor-units.md: JSON tables not found")
+	}
+	if err := json.Unmarshal(blocks[0][1], &units); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(blocks[1][1], &stateClasses); err != nil {
+		t.Fatal(err)
+	}
+	return units, stateClasses
+}
+
+func TestCombinationsValidInHomeAssistant(t *testing.T) {
+	units, stateClasses := haTables(t)
+	for _, name := range vectors {
+		for _, s := range Sensors(parse(t, name)) {
+			if s.DeviceClass == "" {
+				continue
+			}
+			allowed, ok := units[s.DeviceClass]
+			if !ok {
+				t.Errorf("%s %s: device class %q unknown to Home Assistant", name, s.OBIS, s.DeviceClass)
+				continue
+			}
+			unit := s.Unit
+			if unit == "" {
+				unit = "None"
+			}
+			if len(allowed) > 0 && !slices.Contains(allowed, unit) || len(allowed) == 0 && s.Unit != "" {
+				t.Errorf("%s %s: unit %q not valid with %s (allowed %v)", name, s.OBIS, s.Unit, s.DeviceClass, allowed)
+			}
+			if sc, ok := stateClasses[s.DeviceClass]; s.StateClass != "" && (!ok || !slices.Contains(sc, s.StateClass)) {
+				t.Errorf("%s %s: state class %q not valid with %s (allowed %v)", name, s.OBIS, s.StateClass, s.DeviceClass, sc)
+			}
+		}
+	}
+}
+
+func sensorMap(ss []Sensor) map[string]Sensor {
+	m := map[string]Sensor{}
+	for _, s := range ss {
+		m[s.OBIS.String()] = s
+	}
+	return m
+}
+
+func TestEnergyDashboardReady(t *testing.T) {
+	s := sensorMap(Sensors(parse(t, "smarty-2026")))
+	for code, want := range map[string][3]string{
+		"1-0:1.8.0":  {"energy", "kWh", "total_increasing"},
+		"1-0:2.8.0":  {"energy", "kWh", "total_increasing"},
+		"0-1:24.2.1": {"gas", "m³", "total_increasing"},
+		"1-0:3.8.0":  {"reactive_energy", "kvarh", "total_increasing"},
+		"1-0:4.7.0":  {"reactive_power", "kvar", "measurement"},
+		"1-0:10.7.0": {"apparent_power", "kVA", "measurement"},
+		"1-0:1.7.0":  {"power", "kW", "measurement"},
+	} {
+		got := s[code]
+		if [3]string{got.DeviceClass, got.Unit, got.StateClass} != want {
+			t.Errorf("%s = %s/%s/%s, want %v", code, got.DeviceClass, got.Unit, got.StateClass, want)
+		}
+		if (got.Visibility == Shown) != (code == "1-0:1.8.0" || code == "1-0:2.8.0" || code == "0-1:24.2.1" || code == "1-0:1.7.0") {
+			t.Errorf("%s visibility %d", code, got.Visibility)
+		}
+	}
+	if p := s["1-0:1.8.0"].Precision; p != 3 {
+		t.Errorf("precision of 1-0:1.8.0 = %d, want 3 (the meter's digits)", p)
+	}
+}
+
+func TestUnitsFromCatalogWhenTelegramHasNone(t *testing.T) {
+	s := sensorMap(Sensors(parse(t, "smarty-2018-real")))
+	if u := s["1-0:3.7.0"].Unit; u != "kvar" {
+		t.Errorf("2018 firmware 1-0:3.7.0 unit %q, want kvar", u)
+	}
+	if u := s["0-0:17.0.0"].Unit; u != "kVA" {
+		t.Errorf("2018 firmware 0-0:17.0.0 unit %q, want kVA", u)
+	}
+}
+
+func TestUnusedMBusLeftOut(t *testing.T) {
+	s := sensorMap(Sensors(parse(t, "spec-appendix-a")))
+	for _, code := range []string{"0-2:24.2.1", "0-3:24.2.1"} {
+		if _, ok := s[code]; ok {
+			t.Errorf("unused channel %s described", code)
+		}
+	}
+	if g := s["0-4:24.2.1"]; g.DeviceClass != "gas" || g.Name != "Gas 4" {
+		t.Errorf("channel 4: %+v", g)
+	}
+}
+
+func TestWaterChannel(t *testing.T) {
+	tg, err := p1.Parse([]byte("/Lux5\\253663629_D\r\n\r\n0-2:24.1.0(007)\r\n0-2:24.2.1(260403174542S)(00012.345*m3)\r\n!\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := Sensors(tg)[1]; s.DeviceClass != "water" || s.Unit != "m³" || s.Name != "Water 2" {
+		t.Errorf("water channel: %+v", s)
+	}
+}
+
+func TestDeviceConfigGolden(t *testing.T) {
+	for _, name := range vectors {
+		tg := parse(t, name)
+		id := string(tg.MeterID())
+		if id == "" {
+			id = "53595354454D4944"
+		}
+		msg := DeviceConfig(Device{ID: id, Header: string(tg.Header)}, Sensors(tg), testOptions)
+		if msg.Topic != "homeassistant/device/"+id+"/config" {
+			t.Errorf("topic %s", msg.Topic)
+		}
+		var indented bytes.Buffer
+		if err := json.Indent(&indented, msg.Payload, "", " "); err != nil {
+			t.Fatal(err)
+		}
+		golden := "../testdata/golden/discovery-" + name + ".json"
+		if *update {
+			os.WriteFile(golden, indented.Bytes(), 0o644)
+		}
+		want, err := os.ReadFile(golden)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(indented.Bytes(), want) {
+			t.Errorf("%s differs from %s (go test ./discovery -update rewrites it)", name, golden)
+		}
+		checkKeys(t, msg.Payload)
+	}
+}
+
+// checkKeys guards against struct-tag typos: every key must be one Home
+// Assistant knows.
+func checkKeys(t *testing.T, payload []byte) {
+	t.Helper()
+	known := "device origin availability availability_mode components identifiers name manufacturer model serial_number sw_version support_url topic platform unique_id default_entity_id state_topic device_class unit_of_measurement state_class suggested_display_precision enabled_by_default entity_category icon"
+	var walk func(v any, components bool)
+	walk = func(v any, components bool) {
+		switch x := v.(type) {
+		case map[string]any:
+			for k, c := range x {
+				// The keys of "components" are object ids, not options.
+				if !components && !strings.Contains(" "+known+" ", " "+k+" ") {
+					t.Errorf("unknown key %q", k)
+				}
+				walk(c, k == "components")
+			}
+		case []any:
+			for _, c := range x {
+				walk(c, false)
+			}
+		}
+	}
+	var v any
+	if err := json.Unmarshal(payload, &v); err != nil {
+		t.Fatal(err)
+	}
+	walk(v, false)
+}
+
+func TestEntityConfigs(t *testing.T) {
+	tg := parse(t, "smarty-2026")
+	ss := Sensors(tg)
+	msgs := EntityConfigs(Device{ID: "SAG1030700012701", Header: string(tg.Header)}, ss, testOptions)
+	if len(msgs) != len(ss) {
+		t.Fatalf("%d messages for %d sensors", len(msgs), len(ss))
+	}
+	var c map[string]any
+	json.Unmarshal(msgs[3].Payload, &c)
+	if msgs[3].Topic != "homeassistant/sensor/SAG1030700012701/1-0_1_8_0/config" || c["unique_id"] != "SAG1030700012701_1-0:1.8.0" ||
+		c["state_topic"] != "smarty/SAG1030700012701/1-0:1.8.0" || c["device"] == nil || c["default_entity_id"] != "sensor.smarty_sag1030700012701_energy_import" {
+		t.Errorf("entity config %s: %s", msgs[3].Topic, msgs[3].Payload)
+	}
+}
