@@ -106,7 +106,7 @@ func appendValueJSON(dst []byte, v Value) []byte {
 		if ts, ok := v.AppendRFC3339(append(dst, '"')); ok {
 			dst = append(ts, '"')
 		} else {
-			dst = appendString(dst[:len(dst)-1], v.Text)
+			dst = appendString(dst, v.Text)
 		}
 	default:
 		dst = appendString(dst, v.Text)
