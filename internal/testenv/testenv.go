@@ -1,0 +1,173 @@
+// Package testenv starts the real peers that integration tests talk to: a
+// mosquitto broker on a free 127.0.0.1 port and a socat pseudo-terminal
+// pair standing in for the meter's serial cable. Tests skip when the tools
+// are missing, unless CI is set, where a missing tool is a failure.
+package testenv
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// need finds a program or skips (fails under CI).
+func need(t testing.TB, name string, alt ...string) string {
+	t.Helper()
+	for _, n := range append([]string{name}, alt...) {
+		if p, err := exec.LookPath(n); err == nil {
+			return p
+		}
+		if _, err := os.Stat(n); err == nil {
+			return n
+		}
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("%s not installed (.ci/run installs it)", name)
+	}
+	t.Skipf("%s not installed: apt-get install %s", name, name)
+	return ""
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// Broker is a mosquitto process.
+type Broker struct {
+	t    testing.TB
+	bin  string
+	conf string
+	Port int
+	URL  string // mqtt://127.0.0.1:PORT
+	cmd  *exec.Cmd
+}
+
+// Mosquitto starts a broker with persistence in a temp dir. extra is added
+// to its config file.
+func Mosquitto(t testing.TB, extra string) *Broker {
+	t.Helper()
+	bin := need(t, "mosquitto", "/usr/sbin/mosquitto")
+	dir := t.TempDir()
+	port := FreePort(t)
+	conf := filepath.Join(dir, "mosquitto.conf")
+	cfg := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\nlog_dest stderr\nlog_type error\n%s\n", port, dir, extra)
+	if err := os.WriteFile(conf, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b := &Broker{t: t, bin: bin, conf: conf, Port: port, URL: fmt.Sprintf("mqtt://127.0.0.1:%d", port)}
+	b.Start()
+	t.Cleanup(b.Stop)
+	return b
+}
+
+// Start starts the broker and waits until it accepts connections.
+func (b *Broker) Start() {
+	b.t.Helper()
+	b.cmd = exec.Command(b.bin, "-c", b.conf)
+	b.cmd.Stderr = os.Stderr
+	if err := b.cmd.Start(); err != nil {
+		b.t.Fatal(err)
+	}
+	waitTCP(b.t, b.Port)
+}
+
+// Stop stops the broker (SIGTERM, so it saves its persistence).
+func (b *Broker) Stop() {
+	if b.cmd == nil || b.cmd.Process == nil {
+		return
+	}
+	b.cmd.Process.Signal(syscall.SIGTERM)
+	b.cmd.Wait()
+	b.cmd = nil
+}
+
+func waitTCP(t testing.TB, port int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("nothing listens on 127.0.0.1:%d", port)
+}
+
+// PTY is a socat pseudo-terminal pair: the bridge opens Device, the test
+// writes the meter's bytes to Meter.
+type PTY struct {
+	t      testing.TB
+	bin    string
+	Device string
+	Meter  string
+	cmd    *exec.Cmd
+	w      *os.File
+}
+
+// Socat starts a pty pair in a temp dir.
+func Socat(t testing.TB) *PTY {
+	t.Helper()
+	bin := need(t, "socat")
+	dir := t.TempDir()
+	p := &PTY{t: t, bin: bin, Device: filepath.Join(dir, "ttyP1"), Meter: filepath.Join(dir, "meter")}
+	p.Start()
+	t.Cleanup(p.Stop)
+	return p
+}
+
+// Start creates the pair (again, after Stop: the cable is plugged back).
+func (p *PTY) Start() {
+	p.t.Helper()
+	p.cmd = exec.Command(p.bin, "pty,raw,echo=0,link="+p.Meter, "pty,raw,echo=0,b115200,link="+p.Device)
+	if err := p.cmd.Start(); err != nil {
+		p.t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, e1 := os.Stat(p.Meter)
+		_, e2 := os.Stat(p.Device)
+		if e1 == nil && e2 == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatal("socat made no pty")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	w, err := os.OpenFile(p.Meter, os.O_WRONLY, 0)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.w = w
+}
+
+// Write sends bytes as the meter would.
+func (p *PTY) Write(b []byte) (int, error) { return p.w.Write(b) }
+
+// Stop removes the pair: the cable is pulled.
+func (p *PTY) Stop() {
+	if p.w != nil {
+		p.w.Close()
+		p.w = nil
+	}
+	if p.cmd != nil && p.cmd.Process != nil {
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		p.cmd.Wait()
+		p.cmd = nil
+	}
+}
