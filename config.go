@@ -1,11 +1,21 @@
 package main
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
 	"sort"
 	"strings"
+	"time"
 
+	"github.com/kelseyhightower/envconfig"
+
+	"github.com/smartybridge/smartybridge/bridge"
 	"github.com/smartybridge/smartybridge/decrypt"
+	"github.com/smartybridge/smartybridge/discovery"
 )
 
 // envPrefix prefixes every configuration variable: SMARTY_KEY, SMARTY_MODE…
@@ -100,3 +110,141 @@ func (m keyMap) String() string {
 	sort.Strings(titles)
 	return strings.Join(titles, ",")
 }
+
+// Config is what the bridge reads from the environment (SMARTY_*).
+type Config struct {
+	Mode   string `envconfig:"MODE" default:"bridge" desc:"bridge: read the meter, decrypt, publish to Home Assistant (forward and decrypt, the split mode, are not available yet)"`
+	Device string `envconfig:"DEVICE" default:"/dev/ttyUSB0" desc:"the meter's port: a serial device such as /dev/ttyUSB0, tcp://host:port for ser2net or a network P1 dongle, or a capture file"`
+	Baud   int    `envconfig:"BAUD" default:"115200" desc:"serial speed; Smarty meters send at 115200 8N1"`
+	KeyConfig
+	MQTTURL         string        `envconfig:"MQTT_URL" default:"mqtt://localhost:1883" desc:"broker URL with port: mqtt://host:1883, or mqtts://host:8883 for TLS"`
+	MQTTCAFile      string        `envconfig:"MQTT_CA_FILE" desc:"PEM file of the CA that signed the broker's certificate (mqtts://); empty: the system's CAs"`
+	MQTTUsername    string        `envconfig:"MQTT_USERNAME" desc:"broker login"`
+	MQTTPassword    secret        `envconfig:"MQTT_PASSWORD" desc:"broker password"`
+	MQTTClientID    string        `envconfig:"MQTT_CLIENT_ID" desc:"MQTT client id; default smartybridge-<hostname>"`
+	TopicPrefix     string        `envconfig:"TOPIC_PREFIX" default:"smarty" desc:"states go to <prefix>/<meter>/<OBIS>"`
+	DiscoveryPrefix string        `envconfig:"DISCOVERY_PREFIX" default:"homeassistant" desc:"Home Assistant's MQTT discovery prefix"`
+	Discovery       string        `envconfig:"DISCOVERY" default:"device" desc:"device: one discovery message per meter (Home Assistant 2024.11+); entity: one per sensor (older); off: none"`
+	MeterTimeout    time.Duration `envconfig:"METER_TIMEOUT" default:"60s" desc:"mark the meter unavailable when no valid telegram came for this long"`
+	LogLevel        string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+}
+
+// secret is a string that never prints itself.
+type secret string
+
+func (s secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return "[redacted]"
+}
+
+// LogValue redacts the secret in logs.
+func (s secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
+
+// loadConfig reads and checks the environment.
+func loadConfig() (Config, error) {
+	var c Config
+	if err := envconfig.Process(envPrefix, &c); err != nil {
+		return c, configError{err}
+	}
+	if err := c.Validate(); err != nil {
+		return c, configError{err}
+	}
+	return c, nil
+}
+
+// Validate checks values and the rules between them.
+func (c *Config) Validate() error {
+	switch c.Mode {
+	case "bridge":
+	case "forward", "decrypt":
+		return fmt.Errorf("SMARTY_MODE=%s: split mode is not available in this version yet; use bridge", c.Mode)
+	default:
+		return fmt.Errorf("SMARTY_MODE=%q: want bridge", c.Mode)
+	}
+	if _, err := c.brokerURL(); err != nil {
+		return err
+	}
+	if c.MQTTCAFile != "" {
+		if _, err := os.Stat(c.MQTTCAFile); err != nil {
+			return fmt.Errorf("SMARTY_MQTT_CA_FILE: %w", err)
+		}
+	}
+	switch discovery.Style(c.Discovery) {
+	case discovery.DeviceStyle, discovery.EntityStyle, discovery.Off:
+	default:
+		return fmt.Errorf("SMARTY_DISCOVERY=%q: want device, entity or off", c.Discovery)
+	}
+	for name, p := range map[string]string{"SMARTY_TOPIC_PREFIX": c.TopicPrefix, "SMARTY_DISCOVERY_PREFIX": c.DiscoveryPrefix} {
+		if p == "" || strings.ContainsAny(p, "+#") || strings.HasPrefix(p, "/") || strings.HasSuffix(p, "/") {
+			return fmt.Errorf("%s=%q: want a topic without wildcards or leading/trailing '/'", name, p)
+		}
+	}
+	if c.Baud <= 0 {
+		return fmt.Errorf("SMARTY_BAUD=%d: want a positive speed such as 115200", c.Baud)
+	}
+	if c.MeterTimeout < time.Second {
+		return fmt.Errorf("SMARTY_METER_TIMEOUT=%s: want at least 1s (the meter sends every 10 s)", c.MeterTimeout)
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		return err
+	}
+	return nil
+}
+
+// brokerURL parses SMARTY_MQTT_URL; it must name a host and a port.
+func (c *Config) brokerURL() (*url.URL, error) {
+	u, err := url.Parse(c.MQTTURL)
+	if err != nil {
+		return nil, fmt.Errorf("SMARTY_MQTT_URL: %w", err)
+	}
+	switch u.Scheme {
+	case "mqtt", "tcp", "mqtts", "ssl", "tls":
+	default:
+		return nil, fmt.Errorf("SMARTY_MQTT_URL=%q: want mqtt://host:port or mqtts://host:port", c.MQTTURL)
+	}
+	if u.Hostname() == "" || u.Port() == "" {
+		return nil, fmt.Errorf("SMARTY_MQTT_URL=%q: name the host and the port, as in mqtt://localhost:1883", c.MQTTURL)
+	}
+	return u, nil
+}
+
+// mqttOptions turns the settings into the bridge's broker options.
+func (c *Config) mqttOptions() (bridge.MQTTOptions, error) {
+	u, err := c.brokerURL()
+	if err != nil {
+		return bridge.MQTTOptions{}, err
+	}
+	o := bridge.MQTTOptions{URL: u, Username: c.MQTTUsername, Password: string(c.MQTTPassword), ClientID: c.MQTTClientID}
+	if o.ClientID == "" {
+		host, _ := os.Hostname()
+		o.ClientID = "smartybridge-" + bridge.TopicSafe(host)
+	}
+	if u.Scheme == "mqtts" || u.Scheme == "ssl" || u.Scheme == "tls" {
+		o.TLS = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: u.Hostname()}
+		if c.MQTTCAFile != "" {
+			pem, err := os.ReadFile(c.MQTTCAFile)
+			if err != nil {
+				return o, fmt.Errorf("SMARTY_MQTT_CA_FILE: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return o, fmt.Errorf("SMARTY_MQTT_CA_FILE %s: no PEM certificate in it", c.MQTTCAFile)
+			}
+			o.TLS.RootCAs = pool
+		}
+	}
+	return o, nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return l, fmt.Errorf("SMARTY_LOG_LEVEL=%q: want debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+// envconfigProcess reads SMARTY_* variables into spec.
+func envconfigProcess(spec any) error { return envconfig.Process(envPrefix, spec) }

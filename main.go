@@ -3,7 +3,11 @@
 //
 // Usage:
 //
-//	smartybridge [decode [FILE…]] [-h]
+//	smartybridge               run the bridge (SMARTY_MODE)
+//	smartybridge demo          the whole bridge with a simulated meter and an embedded broker
+//	smartybridge simulate [P]  write a simulated meter's frames to stdout or P
+//	smartybridge decode [F…]   decode P1 captures to JSON lines
+//	smartybridge -h            list the SMARTY_* variables
 //
 // Configuration comes from SMARTY_* environment variables; -h lists them.
 package main
@@ -75,6 +79,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return nil
 	case "decode":
 		return runDecode(ctx, args, stdin, stdout, stderr)
+	case "demo":
+		return runDemo(ctx, stdout, stderr)
+	case "simulate":
+		return runSimulate(ctx, args, stdout)
+	case "", "run":
+		return runBridge(ctx, stderr)
 	}
 	return configError{fmt.Errorf("unknown command %q; try smartybridge -h", cmd)}
 }

@@ -1,0 +1,190 @@
+package bridge
+
+import (
+	"context"
+	"sort"
+	"time"
+
+	"github.com/smartybridge/smartybridge/discovery"
+)
+
+// announcer publishes discovery and availability when asked.
+func (b *Bridge) announcer(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-b.announce:
+			b.announceDirty(ctx)
+		}
+	}
+}
+
+type outgoing struct {
+	meter   *meter
+	msgs    []discovery.Message
+	avail   string // "online"/"offline" to publish, or ""
+	availTo string
+}
+
+// announceDirty publishes the discovery of every meter whose sensors
+// changed, or of all after a reconnection or Home Assistant's restart.
+func (b *Bridge) announceDirty(ctx context.Context) {
+	if !b.conn.up.Load() {
+		return // connected() marks everything again
+	}
+	var out []outgoing
+	b.mu.Lock()
+	ids := make([]string, 0, len(b.meters))
+	for id := range b.meters {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		m := b.meters[id]
+		o := outgoing{meter: m}
+		if m.dirty {
+			o.msgs = b.discoveryMessages(m)
+			m.dirty = false
+		}
+		if m.avail {
+			o.avail, o.availTo = availability(m.online), discovery.AvailabilityTopic(b.o.TopicPrefix, id)
+			m.avail = false
+		}
+		out = append(out, o)
+	}
+	b.mu.Unlock()
+
+	for _, o := range out {
+		// Availability first, so that entities come up available.
+		if o.avail != "" && !b.send(ctx, o.availTo, []byte(o.avail), 1) {
+			b.remark(o.meter, false, true)
+		}
+		for _, msg := range o.msgs {
+			if !b.send(ctx, msg.Topic, msg.Payload, 1) {
+				b.remark(o.meter, true, false)
+				break
+			}
+			b.counts.announcements.Add(1)
+		}
+		if len(o.msgs) > 0 {
+			b.log.Info("discovery sent", "meter", o.meter.id, "messages", len(o.msgs))
+		}
+	}
+}
+
+func (b *Bridge) remark(m *meter, dirty, avail bool) {
+	b.mu.Lock()
+	m.dirty = m.dirty || dirty
+	m.avail = m.avail || avail
+	b.mu.Unlock()
+}
+
+func availability(online bool) string {
+	if online {
+		return "online"
+	}
+	return "offline"
+}
+
+// discoveryMessages builds a meter's discovery. Called with b.mu held.
+func (b *Bridge) discoveryMessages(m *meter) []discovery.Message {
+	opts := discovery.Options{
+		TopicPrefix: b.o.TopicPrefix, DiscoveryPrefix: b.o.DiscoveryPrefix,
+		Availability: []string{b.statusTopic, discovery.AvailabilityTopic(b.o.TopicPrefix, m.id)},
+		Version:      b.o.Version, SupportURL: b.o.SupportURL,
+	}
+	switch b.o.Discovery {
+	case discovery.DeviceStyle:
+		return []discovery.Message{discovery.DeviceConfig(m.device, m.sensors, opts)}
+	case discovery.EntityStyle:
+		return discovery.EntityConfigs(m.device, m.sensors, opts)
+	}
+	return nil
+}
+
+// watchdog marks meters offline when they fall silent and warns when bytes
+// arrive that never make a telegram.
+func (b *Bridge) watchdog(ctx context.Context) {
+	tick := min(time.Second, b.o.MeterTimeout/4)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	start := time.Now()
+	var bytesAt int64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			b.checkMeters(ctx, now)
+			if n := b.bytesIn.Load(); n > bytesAt && now.Sub(start) > b.o.NoFrameWarning {
+				b.checkQuiet(now)
+				bytesAt = n
+			}
+		}
+	}
+}
+
+func (b *Bridge) checkMeters(ctx context.Context, now time.Time) {
+	var gone []*meter
+	b.mu.Lock()
+	for _, m := range b.meters {
+		if m.online && now.Sub(m.seen) > b.o.MeterTimeout {
+			m.online = false
+			gone = append(gone, m)
+		}
+	}
+	b.mu.Unlock()
+	for _, m := range gone {
+		b.log.Warn("no valid telegram from the meter; marking it offline", "meter", m.id, "silent_for", b.o.MeterTimeout)
+		if !b.send(ctx, discovery.AvailabilityTopic(b.o.TopicPrefix, m.id), []byte("offline"), 1) {
+			b.remark(m, false, true)
+		}
+	}
+}
+
+// checkQuiet warns once when bytes keep arriving but no telegram decoded
+// for NoFrameWarning, with the likeliest cause.
+func (b *Bridge) checkQuiet(now time.Time) {
+	last := time.Unix(0, b.lastValid.Load())
+	if b.lastValid.Load() != 0 && now.Sub(last) < b.o.NoFrameWarning || b.warnedQuiet.Load() {
+		return
+	}
+	b.warnedQuiet.Store(true)
+	reason, _ := b.lastReason.Load().(string)
+	hint := "bytes arrive on the port but form no frame: check the baud rate (115200 for Smarty), the cable, and that SMARTY_DEVICE is the meter's port"
+	switch reason {
+	case "authentication":
+		hint = "frames arrive but fail authentication: check SMARTY_KEY (the key of this meter, from the grid operator)"
+	case "no key":
+		hint = "encrypted frames arrive but no key is configured for the meter: set SMARTY_KEY"
+	case "crc", "malformed":
+		hint = "telegrams arrive damaged: check the cable and its connection"
+	}
+	b.log.Warn("no valid telegram for a while", "for", b.o.NoFrameWarning, "bytes_received", b.bytesIn.Load(), "hint", hint)
+}
+
+// shutdown publishes "offline" for the bridge and its meters and
+// disconnects, within a few seconds.
+func (b *Bridge) shutdown() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if b.conn.up.Load() {
+		// Discovery still pending (a capture file ends fast) goes out first.
+		b.announceDirty(ctx)
+		b.mu.Lock()
+		ids := make([]string, 0, len(b.meters))
+		for id := range b.meters {
+			ids = append(ids, id)
+		}
+		b.mu.Unlock()
+		for _, id := range ids {
+			b.send(ctx, discovery.AvailabilityTopic(b.o.TopicPrefix, id), []byte("offline"), 1)
+		}
+		b.send(ctx, b.statusTopic, []byte("offline"), 1)
+	}
+	b.conn.close(ctx)
+	s := b.Stats()
+	b.log.Info("stopped", "telegrams", s.Telegrams, "states", s.States, "dropped", s.Dropped,
+		"auth_failures", s.AuthFailures, "crc_errors", s.CRCErrors, "malformed", s.Malformed)
+}

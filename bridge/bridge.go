@@ -1,0 +1,453 @@
+package bridge
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/smartybridge/smartybridge/decrypt"
+	"github.com/smartybridge/smartybridge/discovery"
+	"github.com/smartybridge/smartybridge/p1"
+)
+
+// Options configure a Bridge.
+type Options struct {
+	MQTT            MQTTOptions
+	Keys            decrypt.Options
+	TopicPrefix     string          // state topics: <prefix>/<meter>/<OBIS>
+	DiscoveryPrefix string          // Home Assistant's, usually "homeassistant"
+	Discovery       discovery.Style // device, entity or off
+	// MeterTimeout marks a meter offline when no valid telegram came for
+	// this long. Default 60 s.
+	MeterTimeout time.Duration
+	// NoFrameWarning: bytes arrive but no telegram decodes for this long,
+	// warn once. Default 60 s.
+	NoFrameWarning time.Duration
+	Version        string
+	SupportURL     string
+	// Log receives the bridge's messages; nil discards them.
+	Log *slog.Logger
+	// OnTelegram, if set, sees every telegram after it was published, in
+	// the reading goroutine (the demo prints a line from it).
+	OnTelegram func(meter string, tg *p1.Telegram)
+}
+
+// Stats counts what a Bridge did. Read it with Bridge.Stats.
+type Stats struct {
+	Telegrams     int64 // telegrams decoded and published
+	States        int64 // state messages published
+	Dropped       int64 // messages not published because the broker was away
+	AuthFailures  int64 // frames that failed authentication
+	NoKey         int64 // frames of meters without a key
+	CRCErrors     int64 // telegrams with a CRC mismatch
+	Malformed     int64 // telegrams that did not parse
+	Decreasing    int64 // totals not published because they went down
+	Announcements int64 // discovery messages published
+}
+
+type counters struct {
+	telegrams, states, dropped, auth, noKey, crc, malformed, decreasing, announcements atomic.Int64
+}
+
+// Bridge reads frames, decodes them and publishes Home Assistant discovery,
+// states and availability.
+type Bridge struct {
+	o           Options
+	log         *slog.Logger
+	dec         *Decoder
+	statusTopic string
+	conn        *conn
+	pub         publisher
+
+	mu     sync.Mutex
+	meters map[string]*meter
+
+	announce chan struct{}
+	ready    chan struct{} // closed once conn is set
+	bytesIn  atomic.Int64
+	counts   counters
+
+	// Reading goroutine only.
+	streak      map[string]int
+	lastRaw     []byte
+	lastID      string
+	stateBuf    []byte
+
+	// Shared with the watchdog.
+	lastValid   atomic.Int64 // unix nanoseconds of the last telegram
+	lastReason  atomic.Value // string: why the last frame was rejected
+	warnedQuiet atomic.Bool
+}
+
+// meter is what the bridge knows of one meter.
+type meter struct {
+	id      string
+	device  discovery.Device
+	sensors []discovery.Sensor
+	known   map[p1.OBIS]int // index into sensors
+	dirty   bool            // discovery must be (re)published
+	online  bool
+	avail   bool // availability must be (re)published
+	seen    time.Time
+
+	// Reading goroutine only.
+	topics    map[p1.OBIS]string
+	last      map[p1.OBIS]float64
+	decreased map[p1.OBIS]bool
+}
+
+// New checks the options and prepares a Bridge.
+func New(o Options) (*Bridge, error) {
+	if o.MeterTimeout <= 0 {
+		o.MeterTimeout = 60 * time.Second
+	}
+	if o.NoFrameWarning <= 0 {
+		o.NoFrameWarning = 60 * time.Second
+	}
+	if o.TopicPrefix == "" {
+		o.TopicPrefix = "smarty"
+	}
+	if o.DiscoveryPrefix == "" {
+		o.DiscoveryPrefix = "homeassistant"
+	}
+	if o.Discovery == "" {
+		o.Discovery = discovery.DeviceStyle
+	}
+	log := o.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	dec, err := NewDecoder(o.Keys)
+	if err != nil {
+		return nil, err
+	}
+	return &Bridge{
+		o: o, log: log, dec: dec,
+		statusTopic: o.TopicPrefix + "/status/" + o.MQTT.ClientID,
+		meters:      map[string]*meter{},
+		announce:    make(chan struct{}, 1),
+		ready:       make(chan struct{}),
+		streak:      map[string]int{},
+	}, nil
+}
+
+// StatusTopic is this instance's availability topic.
+func (b *Bridge) StatusTopic() string { return b.statusTopic }
+
+// Stats returns the counters so far.
+func (b *Bridge) Stats() Stats {
+	c := &b.counts
+	return Stats{
+		Telegrams: c.telegrams.Load(), States: c.states.Load(), Dropped: c.dropped.Load(),
+		AuthFailures: c.auth.Load(), NoKey: c.noKey.Load(), CRCErrors: c.crc.Load(), Malformed: c.malformed.Load(),
+		Decreasing: c.decreasing.Load(), Announcements: c.announcements.Load(),
+	}
+}
+
+// Run connects to the broker and publishes what src delivers until ctx is
+// done or src ends (a capture file). On the way out it publishes "offline"
+// and disconnects cleanly.
+func (b *Bridge) Run(ctx context.Context, src io.Reader) error {
+	// The connection outlives ctx so that "offline" can still be sent.
+	connCtx, stopConn := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopConn()
+	c, err := dial(connCtx, b.o.MQTT, connectOptions{
+		statusTopic: b.statusTopic,
+		onUp:        func() { go b.connected(connCtx) },
+		onMessage:   b.message,
+	}, b.log)
+	if err != nil {
+		return err
+	}
+	b.conn, b.pub = c, c
+	close(b.ready)
+
+	loopCtx, stopLoops := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { b.announcer(loopCtx) })
+	wg.Go(func() { b.watchdog(loopCtx) })
+
+	if !c.awaitConnection(ctx, 10*time.Second) && ctx.Err() == nil {
+		b.log.Warn("MQTT broker not reachable yet; reading the meter anyway", "broker", c.url)
+	}
+	err = b.read(ctx, src)
+	stopLoops()
+	wg.Wait()
+	b.shutdown()
+	return err
+}
+
+// read is the reading loop: frames in, states out.
+func (b *Bridge) read(ctx context.Context, src io.Reader) error {
+	sc := p1.NewScanner(countingReader{src, &b.bytesIn})
+	for sc.Scan() {
+		tg, from, err := b.dec.Decode(sc.Kind(), sc.Frame())
+		if err != nil {
+			if FramingError(err) {
+				sc.Reject()
+			}
+			b.rejected(err, from)
+			continue
+		}
+		b.handle(ctx, tg, from)
+	}
+	if err := sc.Err(); err != nil && ctx.Err() == nil {
+		return fmt.Errorf("read meter: %w", err)
+	}
+	return nil
+}
+
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// handle publishes one telegram.
+func (b *Bridge) handle(ctx context.Context, tg *p1.Telegram, from p1.Origin) {
+	id := b.meterID(tg, from)
+	now := time.Now()
+	b.lastValid.Store(now.UnixNano())
+	b.warnedQuiet.Store(false)
+	clear(b.streak)
+
+	b.mu.Lock()
+	m := b.meters[id]
+	if m == nil {
+		m = &meter{id: id, device: discovery.Device{ID: id, Header: string(tg.Header)}, known: map[p1.OBIS]int{},
+			topics: map[p1.OBIS]string{}, last: map[p1.OBIS]float64{}, decreased: map[p1.OBIS]bool{}}
+		b.meters[id] = m
+		b.log.Info("reading meter", "meter", id, "header", string(tg.Header))
+	}
+	if m.learn(tg) {
+		m.dirty = true
+		b.trigger()
+	}
+	wasOnline := m.online
+	m.online, m.seen = true, now
+	b.mu.Unlock()
+
+	if !wasOnline {
+		b.send(ctx, discovery.AvailabilityTopic(b.o.TopicPrefix, id), []byte("online"), 1)
+	}
+	for i := range tg.Objects {
+		o := &tg.Objects[i]
+		if o.Unused() {
+			continue
+		}
+		if !b.monotonic(m, o) {
+			continue
+		}
+		topic, ok := m.topics[o.OBIS]
+		if !ok {
+			topic = discovery.StateTopic(b.o.TopicPrefix, id, o.OBIS)
+			m.topics[o.OBIS] = topic
+		}
+		b.stateBuf = AppendState(b.stateBuf[:0], o)
+		if b.send(ctx, topic, bytes.Clone(b.stateBuf), 0) {
+			b.counts.states.Add(1)
+		}
+	}
+	b.counts.telegrams.Add(1)
+	if b.o.OnTelegram != nil {
+		b.o.OnTelegram(id, tg)
+	}
+}
+
+// monotonic reports whether o may be published: a total that went down is
+// held back and logged (once until it recovers).
+func (b *Bridge) monotonic(m *meter, o *p1.Object) bool {
+	b.mu.Lock()
+	i, ok := m.known[o.OBIS]
+	mono := ok && m.sensors[i].Monotonic()
+	b.mu.Unlock()
+	if !mono {
+		return true
+	}
+	f, ok := o.Reading().Float()
+	if !ok {
+		return false
+	}
+	last, seen := m.last[o.OBIS]
+	if seen && f < last {
+		b.counts.decreasing.Add(1)
+		if !m.decreased[o.OBIS] {
+			m.decreased[o.OBIS] = true
+			b.log.Warn("a total went down; not publishing it", "meter", m.id, "obis", o.OBIS.String(), "value", f, "last", last)
+		}
+		return false
+	}
+	m.last[o.OBIS] = f
+	delete(m.decreased, o.OBIS)
+	return true
+}
+
+// AppendState appends the state payload of o: the plain value, RFC 3339
+// for timestamps, decoded text for identifiers and messages.
+func AppendState(dst []byte, o *p1.Object) []byte {
+	v := o.Reading()
+	switch {
+	case o.OBIS.HexText():
+		if t, ok := v.AppendHexText(dst); ok {
+			return t
+		}
+		return append(dst, v.Text...)
+	case v.IsNumber():
+		return v.AppendNumber(dst)
+	case v.IsTimestamp():
+		if t, ok := v.AppendRFC3339(dst); ok {
+			return t
+		}
+	}
+	return append(dst, v.Text...)
+}
+
+// learn adds the telegram's new objects to the meter's sensors and reports
+// whether there were any. Called with b.mu held.
+func (m *meter) learn(tg *p1.Telegram) bool {
+	fresh := false
+	for i := range tg.Objects {
+		o := &tg.Objects[i]
+		if _, ok := m.known[o.OBIS]; !ok && !o.Unused() {
+			fresh = true
+			break
+		}
+	}
+	if !fresh {
+		return false
+	}
+	for _, s := range discovery.Sensors(tg) {
+		if _, ok := m.known[s.OBIS]; !ok {
+			m.known[s.OBIS] = len(m.sensors)
+			m.sensors = append(m.sensors, s)
+		}
+	}
+	return true
+}
+
+// meterID names the meter of a telegram: its printed number, else the
+// system title, else the identification line; safe for MQTT topics.
+func (b *Bridge) meterID(tg *p1.Telegram, from p1.Origin) string {
+	raw := tg.MeterID()
+	if len(raw) == 0 {
+		if from.Encrypted {
+			return decrypt.Title(from.SystemTitle).String()
+		}
+		raw = tg.Header
+	}
+	if bytes.Equal(raw, b.lastRaw) {
+		return b.lastID
+	}
+	b.lastRaw = append(b.lastRaw[:0], raw...)
+	b.lastID = TopicSafe(string(raw))
+	return b.lastID
+}
+
+// TopicSafe replaces what may not stand in one MQTT topic level (and what
+// Home Assistant does not accept in discovery ids) with '_'.
+func TopicSafe(s string) string {
+	out := []byte(s)
+	for i, c := range out {
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			out[i] = '_'
+		}
+	}
+	return string(out)
+}
+
+// send publishes and counts a failure; it reports success.
+func (b *Bridge) send(ctx context.Context, topic string, payload []byte, qos byte) bool {
+	if err := b.pub.publish(ctx, topic, payload, qos, true); err != nil {
+		b.counts.dropped.Add(1)
+		b.log.Debug("not published", "topic", topic, "err", err)
+		return false
+	}
+	return true
+}
+
+// rejected counts a frame that did not decode and says what to check: at
+// the first failure of a kind, then at 10, 100, 1000… in a row.
+func (b *Bridge) rejected(err error, from p1.Origin) {
+	reason := Reason(err)
+	switch reason {
+	case "authentication":
+		b.counts.auth.Add(1)
+	case "no key":
+		b.counts.noKey.Add(1)
+	case "crc":
+		b.counts.crc.Add(1)
+	case "malformed":
+		b.counts.malformed.Add(1)
+	default:
+		return // a false header: the scanner resyncs, nothing to tell
+	}
+	b.lastReason.Store(reason)
+	b.streak[reason]++
+	n := b.streak[reason]
+	if n != 1 && n != 10 && n != 100 && n%1000 != 0 {
+		return
+	}
+	title := decrypt.Title(from.SystemTitle).String()
+	switch {
+	case errors.Is(err, decrypt.ErrAuthKey):
+		b.log.Warn(fmt.Sprintf("authentication failed on %d frames in a row, but the key decrypts them: the key is right and the authentication key differs; set SMARTY_AUTH_KEY, or SMARTY_VERIFY_TAG=false to check the telegram CRC instead", n), "meter", title)
+	case errors.Is(err, decrypt.ErrAuth):
+		b.log.Warn(fmt.Sprintf("authentication failed on %d frames in a row: SMARTY_KEY is not this meter's key (check it against the key the grid operator sent for the meter number printed on the meter), or the line is noisy", n), "meter", title)
+	case errors.Is(err, decrypt.ErrNoKey):
+		b.log.Warn(fmt.Sprintf("no key for this meter (%d frames): set SMARTY_KEY, or add %s:<key> to SMARTY_KEYS", n, title), "meter", title)
+	default:
+		b.log.Warn(fmt.Sprintf("%d telegrams in a row rejected: %v", n, err), "reason", reason)
+	}
+}
+
+// trigger asks the announcer to publish what is dirty.
+func (b *Bridge) trigger() {
+	select {
+	case b.announce <- struct{}{}:
+	default:
+	}
+}
+
+// connected runs after every (re)connection: status, subscriptions, and
+// everything retained again (the broker may have lost it).
+func (b *Bridge) connected(ctx context.Context) {
+	<-b.ready
+	if err := b.pub.publish(ctx, b.statusTopic, []byte("online"), 1, true); err != nil {
+		b.log.Debug("status not published", "err", err)
+	}
+	if b.o.Discovery != discovery.Off {
+		if err := b.conn.subscribe(ctx, b.o.DiscoveryPrefix+"/status"); err != nil {
+			b.log.Warn("cannot subscribe to Home Assistant's status; discovery is still sent on every connection", "err", err)
+		}
+	}
+	b.markAll()
+}
+
+// message handles what the broker sends: Home Assistant's birth message.
+func (b *Bridge) message(topic string, payload []byte) {
+	if topic == b.o.DiscoveryPrefix+"/status" && string(payload) == "online" {
+		b.log.Info("Home Assistant came online; sending discovery again")
+		b.markAll()
+	}
+}
+
+// markAll marks every meter's discovery and availability for publishing.
+func (b *Bridge) markAll() {
+	b.mu.Lock()
+	for _, m := range b.meters {
+		m.dirty, m.avail = true, true
+	}
+	b.mu.Unlock()
+	b.trigger()
+}

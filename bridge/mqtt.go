@@ -1,0 +1,168 @@
+package bridge
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"sync/atomic"
+	"time"
+
+	"github.com/eclipse/paho.golang/autopaho"
+	"github.com/eclipse/paho.golang/paho"
+)
+
+// MQTTOptions say how to reach the broker.
+type MQTTOptions struct {
+	URL      *url.URL // mqtt://host:port or mqtts://host:port
+	Username string
+	Password string
+	ClientID string
+	TLS      *tls.Config // for mqtts; nil uses the system's roots
+}
+
+// publisher is what the bridge needs of an MQTT connection: the one-method
+// interface its tests and modes share.
+type publisher interface {
+	publish(ctx context.Context, topic string, payload []byte, qos byte, retain bool) error
+}
+
+// conn is an autopaho connection with the bridge's logging and hints.
+type conn struct {
+	cm       *autopaho.ConnectionManager
+	log      *slog.Logger
+	url      string
+	failures atomic.Int64
+	up       atomic.Bool
+}
+
+// connectOptions are the hooks of one connection.
+type connectOptions struct {
+	statusTopic string                           // retained "offline" will, "online" on connect
+	onUp        func()                           // after every (re)connection; must not block
+	onMessage   func(topic string, payload []byte) // every received message
+}
+
+// dial starts connecting in the background and returns at once; autopaho
+// reconnects forever with backoff.
+func dial(ctx context.Context, o MQTTOptions, co connectOptions, log *slog.Logger) (*conn, error) {
+	if o.URL == nil {
+		return nil, errors.New("no broker URL")
+	}
+	c := &conn{log: log, url: redactURL(o.URL)}
+	cfg := autopaho.ClientConfig{
+		ServerUrls:                    []*url.URL{o.URL},
+		TlsCfg:                        o.TLS,
+		KeepAlive:                     30,
+		CleanStartOnInitialConnection: true,
+		ConnectTimeout:                10 * time.Second,
+		ReconnectBackoff:              autopaho.NewExponentialBackoff(time.Second, 30*time.Second, 2*time.Second, 2),
+		ConnectUsername:               o.Username,
+		ConnectPassword:               []byte(o.Password),
+		WillMessage:                   &paho.WillMessage{Topic: co.statusTopic, Payload: []byte("offline"), QoS: 1, Retain: true},
+		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
+			n := c.failures.Swap(0)
+			c.up.Store(true)
+			log.Info("connected to MQTT broker", "broker", c.url, "failed_attempts", n)
+			if co.onUp != nil {
+				co.onUp()
+			}
+		},
+		OnConnectionDown: func() bool {
+			c.up.Store(false)
+			log.Warn("lost the MQTT broker; reconnecting with backoff (the meter is still read)", "broker", c.url)
+			return true
+		},
+		OnConnectError: c.connectError,
+		ClientConfig: paho.ClientConfig{
+			ClientID: o.ClientID,
+			OnClientError: func(err error) {
+				log.Debug("mqtt client error", "err", err)
+			},
+			OnServerDisconnect: func(d *paho.Disconnect) {
+				log.Warn("MQTT broker closed the connection", "reason_code", d.ReasonCode, "reason", reasonString(d.Properties))
+			},
+		},
+	}
+	if co.onMessage != nil {
+		cfg.OnPublishReceived = []func(paho.PublishReceived) (bool, error){
+			func(p paho.PublishReceived) (bool, error) {
+				co.onMessage(p.Packet.Topic, p.Packet.Payload)
+				return true, nil
+			},
+		}
+	}
+	cm, err := autopaho.NewConnection(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	c.cm = cm
+	return c, nil
+}
+
+func reasonString(p *paho.DisconnectProperties) string {
+	if p == nil {
+		return ""
+	}
+	return p.ReasonString
+}
+
+// connectError explains a failed attempt once, then every tenth time, with
+// what to check.
+func (c *conn) connectError(err error) {
+	n := c.failures.Add(1)
+	var ce *autopaho.ConnackError
+	hint := "check that the broker runs at this address and port"
+	switch {
+	case errors.As(err, &ce) && (ce.ReasonCode == 0x84 || ce.ReasonCode == 0x01):
+		hint = "the broker refused MQTT 5; smartybridge speaks MQTT 5 only (mosquitto 1.6 or later, EMQX, HiveMQ, VerneMQ, the Home Assistant Mosquitto add-on)"
+	case errors.As(err, &ce) && (ce.ReasonCode == 0x86 || ce.ReasonCode == 0x87 || ce.ReasonCode == 0x04 || ce.ReasonCode == 0x05):
+		hint = "the broker refused the login: check SMARTY_MQTT_USERNAME and SMARTY_MQTT_PASSWORD"
+	case errors.As(err, &ce):
+		hint = fmt.Sprintf("the broker refused the connection (reason code 0x%02X %s)", ce.ReasonCode, ce.Reason)
+	case n >= 3:
+		hint = "the broker is reachable but keeps dropping the connection: it may not support MQTT 5, or it needs TLS (mqtts://) or a login"
+	}
+	if n == 1 || n%10 == 0 {
+		c.log.Warn("cannot connect to MQTT broker; retrying with backoff", "broker", c.url, "attempt", n, "err", err, "hint", hint)
+		return
+	}
+	c.log.Debug("cannot connect to MQTT broker", "broker", c.url, "attempt", n, "err", err)
+}
+
+func (c *conn) publish(ctx context.Context, topic string, payload []byte, qos byte, retain bool) error {
+	_, err := c.cm.Publish(ctx, &paho.Publish{Topic: topic, Payload: payload, QoS: qos, Retain: retain})
+	return err
+}
+
+func (c *conn) subscribe(ctx context.Context, topics ...string) error {
+	subs := make([]paho.SubscribeOptions, len(topics))
+	for i, t := range topics {
+		subs[i] = paho.SubscribeOptions{Topic: t, QoS: 1}
+	}
+	_, err := c.cm.Subscribe(ctx, &paho.Subscribe{Subscriptions: subs})
+	return err
+}
+
+// awaitConnection waits for the first connection, at most d.
+func (c *conn) awaitConnection(ctx context.Context, d time.Duration) bool {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	return c.cm.AwaitConnection(ctx) == nil
+}
+
+// close disconnects cleanly (no will) and waits for autopaho to stop.
+func (c *conn) close(ctx context.Context) {
+	c.cm.Disconnect(ctx)
+	select {
+	case <-c.cm.Done():
+	case <-ctx.Done():
+	}
+}
+
+// redactURL drops the password from a URL for logs.
+func redactURL(u *url.URL) string {
+	return u.Redacted()
+}

@@ -1,0 +1,202 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/hooks/auth"
+	"github.com/mochi-mqtt/server/v2/listeners"
+
+	"github.com/smartybridge/smartybridge/bridge"
+	"github.com/smartybridge/smartybridge/decrypt"
+	"github.com/smartybridge/smartybridge/p1"
+	"github.com/smartybridge/smartybridge/p1/sim"
+)
+
+// DemoConfig holds the settings of the demo and simulate commands.
+type DemoConfig struct {
+	Interval time.Duration `envconfig:"DEMO_INTERVAL" default:"3s" desc:"demo and simulate: time between simulated frames"`
+	Listen   string        `envconfig:"DEMO_LISTEN" default:"127.0.0.1:1883" desc:"demo: address of the embedded broker (0.0.0.0:1883 to let Home Assistant on another machine connect)"`
+	Count    int           `envconfig:"SIM_COUNT" default:"0" desc:"simulate: stop after this many frames (0: never)"`
+}
+
+// runDemo runs the whole bridge with a simulated meter and, unless
+// SMARTY_MQTT_URL is set, an embedded broker: no hardware, no service.
+func runDemo(ctx context.Context, stdout, stderr io.Writer) error {
+	_, ownBroker := os.LookupEnv("SMARTY_MQTT_URL")
+	ownBroker = !ownBroker
+	if ownBroker {
+		os.Setenv("SMARTY_MQTT_URL", "mqtt://127.0.0.1:1883")
+	}
+	if _, set := os.LookupEnv("SMARTY_KEY"); !set {
+		os.Setenv("SMARTY_KEY", sim.DemoKeyHex)
+	}
+	if _, set := os.LookupEnv("SMARTY_MQTT_CLIENT_ID"); !set {
+		os.Setenv("SMARTY_MQTT_CLIENT_ID", "smartybridge-demo")
+	}
+	cfg, err := loadConfig()
+	if err != nil {
+		return err
+	}
+	var dc DemoConfig
+	if err := processEnv(&dc); err != nil {
+		return err
+	}
+	log := newLogger(stderr, cfg.LogLevel)
+	brokerURL := cfg.MQTTURL
+	if ownBroker {
+		stop, addr, err := startBroker(dc.Listen, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		brokerURL = "mqtt://" + addr
+		cfg.MQTTURL = brokerURL
+	}
+	opts, err := cfg.bridgeOptions(log.With("part", "bridge"))
+	if err != nil {
+		return err
+	}
+	opts.OnTelegram = func(meter string, tg *p1.Telegram) { fmt.Fprintln(stdout, summary(meter, tg)) }
+	b, err := bridge.New(opts)
+	if err != nil {
+		return err
+	}
+
+	fmt.Fprintf(stdout, "smartybridge demo: a simulated Smarty meter sends an encrypted frame every %s\n", dc.Interval)
+	fmt.Fprintf(stdout, "  broker: %s%s\n", brokerURL, map[bool]string{true: " (embedded)", false: ""}[ownBroker])
+	fmt.Fprintf(stdout, "  watch:  mosquitto_sub -h %s -p %s -t '%s/#' -t '%s/#' -v\n", opts.MQTT.URL.Hostname(), opts.MQTT.URL.Port(), cfg.TopicPrefix, cfg.DiscoveryPrefix)
+	fmt.Fprintf(stdout, "  Home Assistant: add the MQTT integration with this broker; the meter appears as a device.\n")
+	fmt.Fprintf(stdout, "  Ctrl-C stops.\n")
+
+	pr, pw := io.Pipe()
+	meter := sim.New(sim.Options{Start: time.Now()})
+	go func() {
+		pw.CloseWithError(simulate(ctx, pw, meter, dc.Interval, 0))
+	}()
+	err = b.Run(ctx, pr)
+	pr.Close()
+	return err
+}
+
+// processEnv fills a struct of extra settings from the environment.
+func processEnv(spec any) error {
+	if err := envconfigProcess(spec); err != nil {
+		return configError{err}
+	}
+	return nil
+}
+
+// startBroker starts the embedded MQTT broker.
+func startBroker(addr string, log *slog.Logger) (stop func(), bound string, err error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, "", configError{fmt.Errorf("embedded broker: cannot listen on %s (%v); is another broker running? Stop it, set SMARTY_DEMO_LISTEN=127.0.0.1:1884, or use it with SMARTY_MQTT_URL=mqtt://127.0.0.1:1883", addr, err)}
+	}
+	bound = l.Addr().String()
+	l.Close()
+	// The broker's own lifecycle lines only matter when debugging.
+	blog := slog.New(slog.DiscardHandler)
+	if log.Enabled(context.Background(), slog.LevelDebug) {
+		blog = log.With("part", "broker")
+	}
+	server := mqtt.New(&mqtt.Options{Logger: blog})
+	if err := server.AddHook(new(auth.AllowHook), nil); err != nil {
+		return nil, "", err
+	}
+	if err := server.AddListener(listeners.NewTCP(listeners.Config{ID: "demo", Address: bound})); err != nil {
+		return nil, "", err
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- server.Serve() }()
+	select {
+	case err := <-errc:
+		if err != nil {
+			return nil, "", err
+		}
+	case <-time.After(50 * time.Millisecond):
+	}
+	return func() { server.Close() }, bound, nil
+}
+
+// summary is the demo's line for one telegram.
+func summary(meter string, tg *p1.Telegram) string {
+	val := func(code string) string {
+		want, _ := p1.ParseOBIS(code)
+		for i := range tg.Objects {
+			if tg.Objects[i].OBIS == want {
+				return string(bridge.AppendState(nil, &tg.Objects[i]))
+			}
+		}
+		return "-"
+	}
+	return fmt.Sprintf("%s %s  import %s kWh  export %s kWh  power +%s/-%s kW  gas %s m³",
+		time.Now().Format("15:04:05"), meter, val("1-0:1.8.0"), val("1-0:2.8.0"), val("1-0:1.7.0"), val("1-0:2.7.0"), val("0-1:24.2.1"))
+}
+
+// simulate writes the meter's frames to w every interval until ctx ends or
+// count frames were written (0: no limit).
+func simulate(ctx context.Context, w io.Writer, m *sim.Meter, interval time.Duration, count int) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	var buf []byte
+	for n := 0; count == 0 || n < count; n++ {
+		buf = m.Frame(buf[:0], time.Now())
+		if _, err := w.Write(buf); err != nil {
+			return err
+		}
+		if count > 0 && n+1 == count {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// runSimulate writes the simulated stream to stdout or the given path (a
+// file, or a serial device to test a setup).
+func runSimulate(ctx context.Context, args []string, stdout io.Writer) error {
+	var dc DemoConfig
+	if err := processEnv(&dc); err != nil {
+		return err
+	}
+	var keys KeyConfig
+	if err := processEnv(&keys); err != nil {
+		return err
+	}
+	o := sim.Options{Start: time.Now()}
+	if keys.Key.set {
+		o.Key = keys.Key.key
+	}
+	if keys.AuthKey.set {
+		o.AuthKey = keys.AuthKey.key
+	}
+	w := stdout
+	if len(args) > 1 {
+		return configError{errors.New("simulate takes at most one path")}
+	}
+	if len(args) == 1 {
+		f, err := os.OpenFile(args[0], os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		if err != nil {
+			return configError{err}
+		}
+		defer f.Close()
+		w = f
+	}
+	m := sim.New(o)
+	if o.Key == (decrypt.Key{}) {
+		fmt.Fprintf(os.Stderr, "smartybridge simulate: meter %s, system title %s, key %s (the public demo key)\n", m.ID(), m.Title(), sim.DemoKeyHex)
+	}
+	return simulate(ctx, w, m, dc.Interval, dc.Count)
+}

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+
+	"github.com/smartybridge/smartybridge/bridge"
+	"github.com/smartybridge/smartybridge/discovery"
+	"github.com/smartybridge/smartybridge/p1/port"
+)
+
+// supportURL is where users find help; it goes into discovery's "origin".
+const supportURL = "https://github.com/smartybridge/smartybridge"
+
+// newLogger writes text logs to w at the configured level.
+func newLogger(w io.Writer, level string) *slog.Logger {
+	l, _ := parseLevel(level)
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+// bridgeOptions turns the configuration into the bridge's options.
+func (c *Config) bridgeOptions(log *slog.Logger) (bridge.Options, error) {
+	mq, err := c.mqttOptions()
+	if err != nil {
+		return bridge.Options{}, configError{err}
+	}
+	return bridge.Options{
+		MQTT: mq, Keys: c.decryptOptions(),
+		TopicPrefix: c.TopicPrefix, DiscoveryPrefix: c.DiscoveryPrefix, Discovery: discovery.Style(c.Discovery),
+		MeterTimeout: c.MeterTimeout, Version: version, SupportURL: supportURL, Log: log,
+	}, nil
+}
+
+// runBridge is the default command: read the meter's port, publish to MQTT.
+func runBridge(ctx context.Context, stderr io.Writer) error {
+	cfg, err := loadConfig()
+	if err != nil {
+		return err
+	}
+	log := newLogger(stderr, cfg.LogLevel)
+	opts, err := cfg.bridgeOptions(log)
+	if err != nil {
+		return err
+	}
+	if !cfg.hasKey() {
+		log.Warn("no SMARTY_KEY: only unencrypted DSMR telegrams will decode; Smarty meters need the key from the grid operator")
+	}
+	src, err := port.Open(ctx, port.Options{Device: cfg.Device, Baud: cfg.Baud, Log: log})
+	if err != nil {
+		return configError{err}
+	}
+	defer src.Close()
+	b, err := bridge.New(opts)
+	if err != nil {
+		return err
+	}
+	log.Info("smartybridge starting", "version", version, "mode", cfg.Mode, "device", cfg.Device,
+		"broker", opts.MQTT.URL.Redacted(), "client_id", opts.MQTT.ClientID, "discovery", cfg.Discovery)
+	return b.Run(ctx, src)
+}
+
