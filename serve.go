@@ -59,4 +59,3 @@ func runBridge(ctx context.Context, stderr io.Writer) error {
 		"broker", opts.MQTT.URL.Redacted(), "client_id", opts.MQTT.ClientID, "discovery", cfg.Discovery)
 	return b.Run(ctx, src)
 }
-

@@ -74,10 +74,10 @@ type Bridge struct {
 	counts   counters
 
 	// Reading goroutine only.
-	streak      map[string]int
-	lastRaw     []byte
-	lastID      string
-	stateBuf    []byte
+	streak   map[string]int
+	lastRaw  []byte
+	lastID   string
+	stateBuf []byte
 
 	// Shared with the watchdog.
 	lastValid   atomic.Int64 // unix nanoseconds of the last telegram

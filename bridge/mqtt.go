@@ -40,8 +40,8 @@ type conn struct {
 
 // connectOptions are the hooks of one connection.
 type connectOptions struct {
-	statusTopic string                           // retained "offline" will, "online" on connect
-	onUp        func()                           // after every (re)connection; must not block
+	statusTopic string                             // retained "offline" will, "online" on connect
+	onUp        func()                             // after every (re)connection; must not block
 	onMessage   func(topic string, payload []byte) // every received message
 }
 
