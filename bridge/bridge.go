@@ -185,7 +185,7 @@ func (b *Bridge) Run(ctx context.Context, src io.Reader) error {
 
 // read is the reading loop: frames in, states out.
 func (b *Bridge) read(ctx context.Context, src io.Reader) error {
-	sc := p1.NewScanner(countingReader{src, &b.bytesIn})
+	sc := p1.NewScanner(countingReader{ctx, src, &b.bytesIn})
 	for sc.Scan() {
 		tg, from, err := b.dec.Decode(sc.Kind(), sc.Frame())
 		if err != nil {
@@ -197,18 +197,24 @@ func (b *Bridge) read(ctx context.Context, src io.Reader) error {
 		}
 		b.handle(ctx, tg, from)
 	}
-	if err := sc.Err(); err != nil && ctx.Err() == nil {
+	if err := sc.Err(); err != nil && !errors.Is(err, context.Canceled) {
 		return fmt.Errorf("read meter: %w", err)
 	}
 	return nil
 }
 
+// countingReader counts the bytes it passes on and stops at ctx's end:
+// the scanner keeps reading through silence, so the loop would not see ctx.
 type countingReader struct {
-	r io.Reader
-	n *atomic.Int64
+	ctx context.Context
+	r   io.Reader
+	n   *atomic.Int64
 }
 
 func (c countingReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
 	n, err := c.r.Read(p)
 	c.n.Add(int64(n))
 	return n, err

@@ -64,6 +64,11 @@ func Mosquitto(t testing.TB, extra string) *Broker {
 	port := FreePort(t)
 	conf := filepath.Join(dir, "mosquitto.conf")
 	cfg := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\nlog_dest stderr\nlog_type error\n%s\n", port, dir, extra)
+	if os.Geteuid() == 0 {
+		// As root, mosquitto drops to user "mosquitto", who cannot write
+		// the test's persistence directory.
+		cfg += "user root\n"
+	}
 	if err := os.WriteFile(conf, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +82,12 @@ func Mosquitto(t testing.TB, extra string) *Broker {
 func (b *Broker) Start() {
 	b.t.Helper()
 	b.cmd = exec.Command(b.bin, "-c", b.conf)
-	b.cmd.Stderr = os.Stderr
+	logf, err := os.OpenFile(b.conf+".log", os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	defer logf.Close()
+	b.cmd.Stderr = logf
 	if err := b.cmd.Start(); err != nil {
 		b.t.Fatal(err)
 	}

@@ -1,0 +1,396 @@
+package bridge
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	"go.uber.org/goleak"
+
+	"github.com/smartybridge/smartybridge/decrypt"
+	"github.com/smartybridge/smartybridge/discovery"
+	"github.com/smartybridge/smartybridge/internal/testenv"
+	"github.com/smartybridge/smartybridge/p1"
+	"github.com/smartybridge/smartybridge/p1/port"
+)
+
+var update = flag.Bool("update", false, "rewrite golden files")
+
+// subscriber records what a real MQTT client sees.
+type subscriber struct {
+	t      *testing.T
+	cli    *paho.Client
+	mu     sync.Mutex
+	last   map[string]string
+	count  map[string]int
+	retain map[string]bool
+}
+
+var subscribers int
+
+func subscribe(t *testing.T, brokerURL string, topics ...string) *subscriber {
+	t.Helper()
+	u, _ := url.Parse(brokerURL)
+	c, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &subscriber{t: t, last: map[string]string{}, count: map[string]int{}, retain: map[string]bool{}}
+	s.cli = paho.NewClient(paho.ClientConfig{Conn: c, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
+		func(p paho.PublishReceived) (bool, error) {
+			s.mu.Lock()
+			s.last[p.Packet.Topic] = string(p.Packet.Payload)
+			s.count[p.Packet.Topic]++
+			s.retain[p.Packet.Topic] = p.Packet.Retain
+			s.mu.Unlock()
+			return true, nil
+		}}})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	subscribers++
+	if _, err := s.cli.Connect(ctx, &paho.Connect{ClientID: fmt.Sprintf("test-sub-%d", subscribers), CleanStart: true, KeepAlive: 30}); err != nil {
+		t.Fatal(err)
+	}
+	subs := make([]paho.SubscribeOptions, len(topics))
+	for i, tp := range topics {
+		subs[i] = paho.SubscribeOptions{Topic: tp, QoS: 1}
+	}
+	if len(subs) > 0 {
+		if _, err := s.cli.Subscribe(ctx, &paho.Subscribe{Subscriptions: subs}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		s.cli.Disconnect(&paho.Disconnect{})
+		<-ctx.Done()
+	})
+	return s
+}
+
+func (s *subscriber) get(topic string) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.last[topic]
+	return v, ok
+}
+
+func (s *subscriber) n(topic string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.count[topic]
+}
+
+func (s *subscriber) topics(prefix string) map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]string{}
+	for k, v := range s.last {
+		if strings.HasPrefix(k, prefix) {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// waitFor polls until cond holds or fails the test after d.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (s *subscriber) waitValue(topic, want string, d time.Duration) {
+	s.t.Helper()
+	waitFor(s.t, d, topic+" = "+want, func() bool { v, _ := s.get(topic); return v == want })
+}
+
+// logBuffer collects log lines for assertions.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+type harness struct {
+	broker *testenv.Broker
+	logs   *logBuffer
+	b      *Bridge
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func testOptions(brokerURL string, logs *logBuffer, keys decrypt.Options) Options {
+	u, _ := url.Parse(brokerURL)
+	return Options{
+		MQTT: MQTTOptions{URL: u, ClientID: "test"}, Keys: keys,
+		TopicPrefix: "smarty", DiscoveryPrefix: "homeassistant", Discovery: discovery.DeviceStyle,
+		MeterTimeout: 2 * time.Second, NoFrameWarning: time.Second, Version: "0.0.0-test", SupportURL: "https://example.invalid/smartybridge",
+		Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+}
+
+// start runs a bridge reading src until the test ends.
+func start(t *testing.T, o Options, src interface {
+	Read([]byte) (int, error)
+}) *harness {
+	t.Helper()
+	b, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &harness{b: b, cancel: cancel, done: make(chan error, 1)}
+	go func() { h.done <- b.Run(ctx, src) }()
+	t.Cleanup(func() { h.stop(t) })
+	return h
+}
+
+func (h *harness) stop(t *testing.T) {
+	t.Helper()
+	if h.cancel == nil {
+		return
+	}
+	h.cancel()
+	h.cancel = nil
+	select {
+	case err := <-h.done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("bridge did not stop")
+	}
+}
+
+func openPTY(t *testing.T, ctx context.Context, device string, logs *logBuffer) *port.Reader {
+	r, err := port.Open(ctx, port.Options{Device: device, ReadTimeout: 200 * time.Millisecond, Log: slog.New(slog.NewTextHandler(logs, nil)),
+		MinBackoff: 50 * time.Millisecond, MaxBackoff: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+// expectedStates is what the state topics must carry for smarty-2026.
+func expectedStates(t *testing.T) map[string]string {
+	t.Helper()
+	tg, err := p1.Parse(readFile(t, "smarty-2026.telegram"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{}
+	for i := range tg.Objects {
+		o := &tg.Objects[i]
+		want["smarty/SAG1030700012701/"+o.OBIS.String()] = string(AppendState(nil, o))
+	}
+	return want
+}
+
+func TestBridgeEndToEnd(t *testing.T) {
+	// Registered first, so it runs after every other cleanup.
+	ignore := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
+	broker := testenv.Mosquitto(t, "")
+	pty := testenv.Socat(t)
+	sub := subscribe(t, broker.URL, "smarty/#", "homeassistant/#")
+	logs := &logBuffer{}
+	ctx, cancelPort := context.WithCancel(context.Background())
+	defer cancelPort()
+	h := start(t, testOptions(broker.URL, logs, decrypt.Options{Key: key(t, testKey)}), openPTY(t, ctx, pty.Device, logs))
+	frame := readFile(t, "smarty-2026.frame")
+
+	sub.waitValue("smarty/status/test", "online", 10*time.Second)
+	pty.Write(frame)
+
+	// Every state topic carries its value.
+	want := expectedStates(t)
+	waitFor(t, 5*time.Second, "all states", func() bool { return len(sub.topics("smarty/SAG1030700012701/")) >= len(want)+1 })
+	for topic, v := range want {
+		if got, _ := sub.get(topic); got != v {
+			t.Errorf("%s = %q, want %q", topic, got, v)
+		}
+	}
+	for topic, v := range map[string]string{
+		"smarty/SAG1030700012701/1-0:1.8.0":   "273.764",
+		"smarty/SAG1030700012701/0-0:1.0.0":   "2026-04-03T17:54:31+02:00",
+		"smarty/SAG1030700012701/0-0:42.0.0":  "SAG1030700012701",
+		"smarty/SAG1030700012701/0-1:24.2.1":  "14239.771",
+		"smarty/SAG1030700012701/1-1:31.4.0":  "40",
+		"smarty/SAG1030700012701/0-0:96.13.0": "",
+	} {
+		if got, _ := sub.get(topic); got != v {
+			t.Errorf("%s = %q, want %q", topic, got, v)
+		}
+	}
+	sub.waitValue("smarty/SAG1030700012701/availability", "online", 2*time.Second)
+
+	// The retained discovery config matches the golden file.
+	cfgTopic := "homeassistant/device/SAG1030700012701/config"
+	waitFor(t, 5*time.Second, "discovery", func() bool { _, ok := sub.get(cfgTopic); return ok })
+	cfg, _ := sub.get(cfgTopic)
+	var indented bytes.Buffer
+	if err := json.Indent(&indented, []byte(cfg), "", " "); err != nil {
+		t.Fatal(err)
+	}
+	golden := "../testdata/golden/bridge-discovery.json"
+	if *update {
+		os.WriteFile(golden, indented.Bytes(), 0o644)
+	}
+	if g, _ := os.ReadFile(golden); !bytes.Equal(g, indented.Bytes()) {
+		t.Errorf("discovery differs from %s (-update rewrites it):\n%s", golden, indented.String())
+	}
+
+	// Home Assistant restarts: discovery again.
+	n := sub.n(cfgTopic)
+	pub := subscribe(t, broker.URL)
+	pub.cli.Publish(context.Background(), &paho.Publish{Topic: "homeassistant/status", Payload: []byte("online"), QoS: 1})
+	waitFor(t, 5*time.Second, "re-announce", func() bool { return sub.n(cfgTopic) > n })
+
+	// The meter falls silent: it goes offline, and online with the next frame.
+	sub.waitValue("smarty/SAG1030700012701/availability", "offline", 5*time.Second)
+	pty.Write(frame)
+	sub.waitValue("smarty/SAG1030700012701/availability", "online", 5*time.Second)
+
+	// The broker restarts (persistence keeps nothing of ours that matters):
+	// the bridge reconnects and publishes again.
+	broker.Stop()
+	time.Sleep(500 * time.Millisecond)
+	broker.Start()
+	sub2 := subscribe(t, broker.URL, "smarty/#", "homeassistant/#")
+	sub2.waitValue("smarty/status/test", "online", 40*time.Second)
+	pty.Write(frame)
+	sub2.waitValue("smarty/SAG1030700012701/1-0:2.8.0", "112743.030", 5*time.Second)
+
+	// The cable is pulled and plugged back.
+	pty.Stop()
+	time.Sleep(time.Second)
+	pty.Start()
+	waitFor(t, 10*time.Second, "port reopened", func() bool { return strings.Contains(logs.String(), "meter port reopened") })
+	before := sub2.n("smarty/SAG1030700012701/1-0:1.8.0")
+	pty.Write(frame)
+	waitFor(t, 5*time.Second, "state after replug", func() bool { return sub2.n("smarty/SAG1030700012701/1-0:1.8.0") > before })
+
+	// A clean stop says offline.
+	h.stop(t)
+	sub2.waitValue("smarty/status/test", "offline", 5*time.Second)
+	if s := h.b.Stats(); s.Telegrams < 3 || s.AuthFailures != 0 {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+func TestWrongKeyPublishesNothing(t *testing.T) {
+	broker := testenv.Mosquitto(t, "")
+	sub := subscribe(t, broker.URL, "#")
+	logs := &logBuffer{}
+	f := readFile(t, "smarty-2018-real.frame")
+	r := &slowReader{chunks: [][]byte{f, f, f}}
+	h := start(t, testOptions(broker.URL, logs, decrypt.Options{Key: key(t, testKey)}), r)
+	sub.waitValue("smarty/status/test", "online", 10*time.Second)
+	waitFor(t, 5*time.Second, "warning", func() bool { return strings.Contains(logs.String(), "authentication failed on 1 frames in a row") })
+	h.stop(t)
+	for topic := range sub.topics("") {
+		if topic != "smarty/status/test" {
+			t.Errorf("published %s with a wrong key", topic)
+		}
+	}
+	if !strings.Contains(logs.String(), "SMARTY_KEY is not this meter's key") {
+		t.Errorf("no actionable message:\n%s", logs)
+	}
+	if s := h.b.Stats(); s.AuthFailures != 3 || s.Telegrams != 0 {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+// slowReader hands out its chunks one per Read, then reports silence.
+type slowReader struct {
+	mu     sync.Mutex
+	chunks [][]byte
+}
+
+func (r *slowReader) Read(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.chunks) == 0 {
+		time.Sleep(50 * time.Millisecond)
+		return 0, p1.ErrSilence
+	}
+	n := copy(p, r.chunks[0])
+	r.chunks = r.chunks[1:]
+	return n, nil
+}
+
+func TestTCPSourceAndKeyNeverLeaks(t *testing.T) {
+	broker := testenv.Mosquitto(t, "")
+	sub := subscribe(t, broker.URL, "#")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	frame := readFile(t, "smarty-2018-real.frame")
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.Write(frame)
+		time.Sleep(5 * time.Second)
+	}()
+	logs := &logBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	src, err := port.Open(ctx, port.Options{Device: "tcp://" + l.Addr().String(), ReadTimeout: 100 * time.Millisecond,
+		Log: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A wrong auth key too, so that the failure paths log as well.
+	o := testOptions(broker.URL, logs, decrypt.Options{Key: key(t, realKey), Keys: map[decrypt.Title]decrypt.Key{{'X'}: *key(t, testKey)}})
+	h := start(t, o, src)
+	sub.waitValue("smarty/SAG1030700114004/1-0:1.8.0", "6.695", 10*time.Second)
+	h.stop(t)
+	var all strings.Builder
+	all.WriteString(logs.String())
+	for topic, payload := range sub.topics("") {
+		all.WriteString(topic + " " + payload + "\n")
+	}
+	for _, k := range []string{realKey, testKey, strings.ToLower(realKey), "D4 91 47"} {
+		if strings.Contains(all.String(), k) {
+			t.Errorf("key %s appears in logs or topics", k)
+		}
+	}
+	if !strings.Contains(logs.String(), "meter port opened") {
+		t.Errorf("no log of the TCP port")
+	}
+}
