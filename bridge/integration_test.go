@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
@@ -26,101 +25,6 @@ import (
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
-
-// subscriber records what a real MQTT client sees.
-type subscriber struct {
-	t      *testing.T
-	cli    *paho.Client
-	mu     sync.Mutex
-	last   map[string]string
-	count  map[string]int
-	retain map[string]bool
-}
-
-var subscribers int
-
-func subscribe(t *testing.T, brokerURL string, topics ...string) *subscriber {
-	t.Helper()
-	u, _ := url.Parse(brokerURL)
-	c, err := net.Dial("tcp", u.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &subscriber{t: t, last: map[string]string{}, count: map[string]int{}, retain: map[string]bool{}}
-	s.cli = paho.NewClient(paho.ClientConfig{Conn: c, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
-		func(p paho.PublishReceived) (bool, error) {
-			s.mu.Lock()
-			s.last[p.Packet.Topic] = string(p.Packet.Payload)
-			s.count[p.Packet.Topic]++
-			s.retain[p.Packet.Topic] = p.Packet.Retain
-			s.mu.Unlock()
-			return true, nil
-		}}})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	subscribers++
-	if _, err := s.cli.Connect(ctx, &paho.Connect{ClientID: fmt.Sprintf("test-sub-%d", subscribers), CleanStart: true, KeepAlive: 30}); err != nil {
-		t.Fatal(err)
-	}
-	subs := make([]paho.SubscribeOptions, len(topics))
-	for i, tp := range topics {
-		subs[i] = paho.SubscribeOptions{Topic: tp, QoS: 1}
-	}
-	if len(subs) > 0 {
-		if _, err := s.cli.Subscribe(ctx, &paho.Subscribe{Subscriptions: subs}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		s.cli.Disconnect(&paho.Disconnect{})
-		<-ctx.Done()
-	})
-	return s
-}
-
-func (s *subscriber) get(topic string) (string, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	v, ok := s.last[topic]
-	return v, ok
-}
-
-func (s *subscriber) n(topic string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.count[topic]
-}
-
-func (s *subscriber) topics(prefix string) map[string]string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := map[string]string{}
-	for k, v := range s.last {
-		if strings.HasPrefix(k, prefix) {
-			out[k] = v
-		}
-	}
-	return out
-}
-
-// waitFor polls until cond holds or fails the test after d.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-func (s *subscriber) waitValue(topic, want string, d time.Duration) {
-	s.t.Helper()
-	waitFor(s.t, d, topic+" = "+want, func() bool { v, _ := s.get(topic); return v == want })
-}
 
 // logBuffer collects log lines for assertions.
 type logBuffer struct {
@@ -222,21 +126,21 @@ func TestBridgeEndToEnd(t *testing.T) {
 	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
 	broker := testenv.Mosquitto(t, "")
 	pty := testenv.Socat(t)
-	sub := subscribe(t, broker.URL, "smarty/#", "homeassistant/#")
+	sub := testenv.Subscribe(t, broker.URL, "smarty/#", "homeassistant/#")
 	logs := &logBuffer{}
 	ctx, cancelPort := context.WithCancel(context.Background())
 	defer cancelPort()
 	h := start(t, testOptions(broker.URL, logs, decrypt.Options{Key: key(t, testKey)}), openPTY(t, ctx, pty.Device, logs))
 	frame := readFile(t, "smarty-2026.frame")
 
-	sub.waitValue("smarty/status/test", "online", 10*time.Second)
+	sub.WaitValue("smarty/status/test", "online", 10*time.Second)
 	pty.Write(frame)
 
 	// Every state topic carries its value.
 	want := expectedStates(t)
-	waitFor(t, 5*time.Second, "all states", func() bool { return len(sub.topics("smarty/SAG1030700012701/")) >= len(want)+1 })
+	testenv.WaitFor(t, 5*time.Second, "all states", func() bool { return len(sub.Topics("smarty/SAG1030700012701/")) >= len(want)+1 })
 	for topic, v := range want {
-		if got, _ := sub.get(topic); got != v {
+		if got, _ := sub.Get(topic); got != v {
 			t.Errorf("%s = %q, want %q", topic, got, v)
 		}
 	}
@@ -248,16 +152,16 @@ func TestBridgeEndToEnd(t *testing.T) {
 		"smarty/SAG1030700012701/1-1:31.4.0":  "40",
 		"smarty/SAG1030700012701/0-0:96.13.0": "",
 	} {
-		if got, _ := sub.get(topic); got != v {
+		if got, _ := sub.Get(topic); got != v {
 			t.Errorf("%s = %q, want %q", topic, got, v)
 		}
 	}
-	sub.waitValue("smarty/SAG1030700012701/availability", "online", 2*time.Second)
+	sub.WaitValue("smarty/SAG1030700012701/availability", "online", 2*time.Second)
 
 	// The retained discovery config matches the golden file.
 	cfgTopic := "homeassistant/device/SAG1030700012701/config"
-	waitFor(t, 5*time.Second, "discovery", func() bool { _, ok := sub.get(cfgTopic); return ok })
-	cfg, _ := sub.get(cfgTopic)
+	testenv.WaitFor(t, 5*time.Second, "discovery", func() bool { _, ok := sub.Get(cfgTopic); return ok })
+	cfg, _ := sub.Get(cfgTopic)
 	var indented bytes.Buffer
 	if err := json.Indent(&indented, []byte(cfg), "", " "); err != nil {
 		t.Fatal(err)
@@ -271,38 +175,38 @@ func TestBridgeEndToEnd(t *testing.T) {
 	}
 
 	// Home Assistant restarts: discovery again.
-	n := sub.n(cfgTopic)
-	pub := subscribe(t, broker.URL)
-	pub.cli.Publish(context.Background(), &paho.Publish{Topic: "homeassistant/status", Payload: []byte("online"), QoS: 1})
-	waitFor(t, 5*time.Second, "re-announce", func() bool { return sub.n(cfgTopic) > n })
+	n := sub.N(cfgTopic)
+	pub := testenv.Subscribe(t, broker.URL)
+	pub.Client.Publish(context.Background(), &paho.Publish{Topic: "homeassistant/status", Payload: []byte("online"), QoS: 1})
+	testenv.WaitFor(t, 5*time.Second, "re-announce", func() bool { return sub.N(cfgTopic) > n })
 
 	// The meter falls silent: it goes offline, and online with the next frame.
-	sub.waitValue("smarty/SAG1030700012701/availability", "offline", 5*time.Second)
+	sub.WaitValue("smarty/SAG1030700012701/availability", "offline", 5*time.Second)
 	pty.Write(frame)
-	sub.waitValue("smarty/SAG1030700012701/availability", "online", 5*time.Second)
+	sub.WaitValue("smarty/SAG1030700012701/availability", "online", 5*time.Second)
 
 	// The broker restarts (persistence keeps nothing of ours that matters):
 	// the bridge reconnects and publishes again.
 	broker.Stop()
 	time.Sleep(500 * time.Millisecond)
 	broker.Start()
-	sub2 := subscribe(t, broker.URL, "smarty/#", "homeassistant/#")
-	sub2.waitValue("smarty/status/test", "online", 40*time.Second)
+	sub2 := testenv.Subscribe(t, broker.URL, "smarty/#", "homeassistant/#")
+	sub2.WaitValue("smarty/status/test", "online", 40*time.Second)
 	pty.Write(frame)
-	sub2.waitValue("smarty/SAG1030700012701/1-0:2.8.0", "112743.030", 5*time.Second)
+	sub2.WaitValue("smarty/SAG1030700012701/1-0:2.8.0", "112743.030", 5*time.Second)
 
 	// The cable is pulled and plugged back.
 	pty.Stop()
 	time.Sleep(time.Second)
 	pty.Start()
-	waitFor(t, 10*time.Second, "port reopened", func() bool { return strings.Contains(logs.String(), "meter port reopened") })
-	before := sub2.n("smarty/SAG1030700012701/1-0:1.8.0")
+	testenv.WaitFor(t, 10*time.Second, "port reopened", func() bool { return strings.Contains(logs.String(), "meter port reopened") })
+	before := sub2.N("smarty/SAG1030700012701/1-0:1.8.0")
 	pty.Write(frame)
-	waitFor(t, 5*time.Second, "state after replug", func() bool { return sub2.n("smarty/SAG1030700012701/1-0:1.8.0") > before })
+	testenv.WaitFor(t, 5*time.Second, "state after replug", func() bool { return sub2.N("smarty/SAG1030700012701/1-0:1.8.0") > before })
 
 	// A clean stop says offline.
 	h.stop(t)
-	sub2.waitValue("smarty/status/test", "offline", 5*time.Second)
+	sub2.WaitValue("smarty/status/test", "offline", 5*time.Second)
 	if s := h.b.Stats(); s.Telegrams < 3 || s.AuthFailures != 0 {
 		t.Errorf("stats %+v", s)
 	}
@@ -310,15 +214,15 @@ func TestBridgeEndToEnd(t *testing.T) {
 
 func TestWrongKeyPublishesNothing(t *testing.T) {
 	broker := testenv.Mosquitto(t, "")
-	sub := subscribe(t, broker.URL, "#")
+	sub := testenv.Subscribe(t, broker.URL, "#")
 	logs := &logBuffer{}
 	f := readFile(t, "smarty-2018-real.frame")
 	r := &slowReader{chunks: [][]byte{f, f, f}}
 	h := start(t, testOptions(broker.URL, logs, decrypt.Options{Key: key(t, testKey)}), r)
-	sub.waitValue("smarty/status/test", "online", 10*time.Second)
-	waitFor(t, 5*time.Second, "warning", func() bool { return strings.Contains(logs.String(), "authentication failed on 1 frames in a row") })
+	sub.WaitValue("smarty/status/test", "online", 10*time.Second)
+	testenv.WaitFor(t, 5*time.Second, "warning", func() bool { return strings.Contains(logs.String(), "authentication failed on 1 frames in a row") })
 	h.stop(t)
-	for topic := range sub.topics("") {
+	for topic := range sub.Topics("") {
 		if topic != "smarty/status/test" {
 			t.Errorf("published %s with a wrong key", topic)
 		}
@@ -351,7 +255,7 @@ func (r *slowReader) Read(p []byte) (int, error) {
 
 func TestTCPSourceAndKeyNeverLeaks(t *testing.T) {
 	broker := testenv.Mosquitto(t, "")
-	sub := subscribe(t, broker.URL, "#")
+	sub := testenv.Subscribe(t, broker.URL, "#")
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -378,11 +282,11 @@ func TestTCPSourceAndKeyNeverLeaks(t *testing.T) {
 	// A wrong auth key too, so that the failure paths log as well.
 	o := testOptions(broker.URL, logs, decrypt.Options{Key: key(t, realKey), Keys: map[decrypt.Title]decrypt.Key{{'X'}: *key(t, testKey)}})
 	h := start(t, o, src)
-	sub.waitValue("smarty/SAG1030700114004/1-0:1.8.0", "6.695", 10*time.Second)
+	sub.WaitValue("smarty/SAG1030700114004/1-0:1.8.0", "6.695", 10*time.Second)
 	h.stop(t)
 	var all strings.Builder
 	all.WriteString(logs.String())
-	for topic, payload := range sub.topics("") {
+	for topic, payload := range sub.Topics("") {
 		all.WriteString(topic + " " + payload + "\n")
 	}
 	for _, k := range []string{realKey, testKey, strings.ToLower(realKey), "D4 91 47"} {

@@ -1,0 +1,137 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/smartybridge/smartybridge/internal/testenv"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "smartybridge-test")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "smartybridge")
+	if out, err := exec.Command("go", "build", "-race", "-o", binary, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// command prepares the real binary with only the given SMARTY_ variables.
+func command(env map[string]string, args ...string) (*exec.Cmd, *bytes.Buffer, *bytes.Buffer) {
+	cmd := exec.Command(binary, args...)
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "SMARTY_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	return cmd, &out, &errb
+}
+
+func TestBadConfigurationExits2(t *testing.T) {
+	for name, env := range map[string]map[string]string{
+		"unknown mode":     {"SMARTY_MODE": "bogus"},
+		"short key":        {"SMARTY_KEY": "1234"},
+		"url without port": {"SMARTY_MQTT_URL": "mqtt://localhost"},
+		"bad discovery":    {"SMARTY_DISCOVERY": "everything"},
+		"bad log level":    {"SMARTY_LOG_LEVEL": "loud"},
+		"bad timeout":      {"SMARTY_METER_TIMEOUT": "soon"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cmd, _, stderr := command(env)
+			err := cmd.Run()
+			if code := cmd.ProcessState.ExitCode(); code != 2 {
+				t.Fatalf("exit %d (%v), want 2; stderr %s", code, err, stderr)
+			}
+			if lines := strings.Count(strings.TrimSpace(stderr.String()), "\n") + 1; lines != 1 {
+				t.Errorf("want one line, got %d: %s", lines, stderr)
+			}
+		})
+	}
+}
+
+// TestSIGTERM runs the real binary on a pty and a real broker and stops it
+// as a service manager would.
+func TestSIGTERM(t *testing.T) {
+	broker := testenv.Mosquitto(t, "")
+	pty := testenv.Socat(t)
+	sub := testenv.Subscribe(t, broker.URL, "smarty/#")
+	cmd, _, stderr := command(map[string]string{
+		"SMARTY_DEVICE": pty.Device, "SMARTY_MQTT_URL": broker.URL, "SMARTY_KEY": testKey,
+		"SMARTY_MQTT_CLIENT_ID": "sigterm", "SMARTY_LOG_LEVEL": "debug",
+	})
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sub.WaitValue("smarty/status/sigterm", "online", 10*time.Second)
+	frame, _ := os.ReadFile("testdata/smarty-2026.frame")
+	pty.Write(frame)
+	sub.WaitValue("smarty/SAG1030700012701/1-0:1.8.0", "273.764", 5*time.Second)
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit: %v\n%s", err, stderr)
+		}
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("no exit after SIGTERM\n%s", stderr)
+	}
+	sub.WaitValue("smarty/status/sigterm", "offline", 5*time.Second)
+	sub.WaitValue("smarty/SAG1030700012701/availability", "offline", 5*time.Second)
+	if strings.Contains(stderr.String(), testKey) {
+		t.Error("the key is in the log")
+	}
+}
+
+// TestDemo runs the README's first command (as the built binary) and
+// checks that a simulated meter shows up on the embedded broker.
+func TestDemo(t *testing.T) {
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	cmd, stdout, stderr := command(map[string]string{"SMARTY_DEMO_LISTEN": addr, "SMARTY_DEMO_INTERVAL": "200ms"}, "demo")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	testenv.WaitFor(t, 10*time.Second, "embedded broker", func() bool {
+		c, err := (&testenv.Dialer{}).Dial(addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	sub := testenv.Subscribe(t, "mqtt://"+addr, "smarty/#", "homeassistant/#")
+	testenv.WaitFor(t, 10*time.Second, "discovery and states", func() bool {
+		_, cfg := sub.Get("homeassistant/device/SAG1100000000001/config")
+		v, _ := sub.Get("smarty/SAG1100000000001/1-0:1.8.0")
+		return cfg && v != ""
+	})
+	cmd.Process.Signal(syscall.SIGINT)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("demo exit: %v\n%s", err, stderr)
+	}
+	if !strings.Contains(stdout.String(), "SAG1100000000001  import") {
+		t.Errorf("no telegram line on stdout:\n%s", stdout)
+	}
+}

@@ -1,0 +1,115 @@
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+)
+
+// Subscriber records what a real MQTT client sees: the last payload and
+// the number of messages per topic.
+type Subscriber struct {
+	t      testing.TB
+	Client *paho.Client
+	mu     sync.Mutex
+	last   map[string]string
+	count  map[string]int
+	retain map[string]bool
+}
+
+var subscribers int
+
+// Subscribe connects a client to the broker and subscribes to topics.
+func Subscribe(t testing.TB, brokerURL string, topics ...string) *Subscriber {
+	t.Helper()
+	u, _ := url.Parse(brokerURL)
+	c, err := net.Dial("tcp", u.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Subscriber{t: t, last: map[string]string{}, count: map[string]int{}, retain: map[string]bool{}}
+	s.Client = paho.NewClient(paho.ClientConfig{Conn: c, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
+		func(p paho.PublishReceived) (bool, error) {
+			s.mu.Lock()
+			s.last[p.Packet.Topic] = string(p.Packet.Payload)
+			s.count[p.Packet.Topic]++
+			s.retain[p.Packet.Topic] = p.Packet.Retain
+			s.mu.Unlock()
+			return true, nil
+		}}})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	subscribers++
+	if _, err := s.Client.Connect(ctx, &paho.Connect{ClientID: fmt.Sprintf("test-sub-%d", subscribers), CleanStart: true, KeepAlive: 30}); err != nil {
+		t.Fatal(err)
+	}
+	subs := make([]paho.SubscribeOptions, len(topics))
+	for i, tp := range topics {
+		subs[i] = paho.SubscribeOptions{Topic: tp, QoS: 1}
+	}
+	if len(subs) > 0 {
+		if _, err := s.Client.Subscribe(ctx, &paho.Subscribe{Subscriptions: subs}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		s.Client.Disconnect(&paho.Disconnect{})
+		<-ctx.Done()
+	})
+	return s
+}
+
+// Get returns the last payload on topic.
+func (s *Subscriber) Get(topic string) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.last[topic]
+	return v, ok
+}
+
+// N counts the messages on topic.
+func (s *Subscriber) N(topic string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.count[topic]
+}
+
+// Topics returns the last payload of every topic under prefix.
+func (s *Subscriber) Topics(prefix string) map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]string{}
+	for k, v := range s.last {
+		if strings.HasPrefix(k, prefix) {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// WaitFor polls until cond holds or fails the test after d.
+func WaitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// WaitValue waits until topic carries want.
+func (s *Subscriber) WaitValue(topic, want string, d time.Duration) {
+	s.t.Helper()
+	WaitFor(s.t, d, topic+" = "+want, func() bool { v, _ := s.Get(topic); return v == want })
+}
