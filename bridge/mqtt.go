@@ -36,6 +36,7 @@ type conn struct {
 	url      string
 	failures atomic.Int64
 	up       atomic.Bool
+	current  atomic.Pointer[batchConn]
 }
 
 // connectOptions are the hooks of one connection.
@@ -75,7 +76,8 @@ func dial(ctx context.Context, o MQTTOptions, co connectOptions, log *slog.Logge
 			log.Warn("lost the MQTT broker; reconnecting with backoff (the meter is still read)", "broker", c.url)
 			return true
 		},
-		OnConnectError: c.connectError,
+		OnConnectError:    c.connectError,
+		AttemptConnection: dialBatch(o.TLS, c.current.Store),
 		ClientConfig: paho.ClientConfig{
 			ClientID: o.ClientID,
 			OnClientError: func(err error) {
@@ -135,6 +137,18 @@ func (c *conn) connectError(err error) {
 func (c *conn) publish(ctx context.Context, topic string, payload []byte, qos byte, retain bool) error {
 	_, err := c.cm.Publish(ctx, &paho.Publish{Topic: topic, Payload: payload, QoS: qos, Retain: retain})
 	return err
+}
+
+// batch runs send with every QoS 0 publish it makes going out in one write.
+func (c *conn) batch(send func()) error {
+	bc := c.current.Load()
+	if bc == nil {
+		send()
+		return nil
+	}
+	bc.begin()
+	send()
+	return bc.flush()
 }
 
 func (c *conn) subscribe(ctx context.Context, topics ...string) error {

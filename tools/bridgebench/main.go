@@ -1,0 +1,219 @@
+// Command bridgebench measures the bridge as a user runs it: it starts a
+// real mosquitto and a socat pty pair, runs the smartybridge binary on the
+// pty, writes simulated Smarty frames into the pty at a fixed rate and
+// times, for every frame, the span from the last byte written until the
+// last of its state messages reaches a subscriber. It reports latency
+// percentiles, CPU time per frame and the bridge's resident memory.
+//
+//	go build -o /tmp/smartybridge . && go run ./tools/bridgebench -bin /tmp/smartybridge
+//
+// Everything runs on 127.0.0.1; the run is bounded by -frames.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/smartybridge/smartybridge/p1"
+	"github.com/smartybridge/smartybridge/p1/sim"
+)
+
+func main() {
+	bin := flag.String("bin", "", "smartybridge binary to measure (required)")
+	frames := flag.Int("frames", 600, "frames to send")
+	every := flag.Duration("every", 100*time.Millisecond, "time between frames")
+	flag.Parse()
+	if *bin == "" {
+		fmt.Fprintln(os.Stderr, "bridgebench: -bin is required")
+		os.Exit(2)
+	}
+	if err := run(*bin, *frames, *every); err != nil {
+		fmt.Fprintln(os.Stderr, "bridgebench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(bin string, frames int, every time.Duration) error {
+	dir, err := os.MkdirTemp("", "bridgebench")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+
+	// Broker.
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	conf := filepath.Join(dir, "mosquitto.conf")
+	cfg := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\n", port)
+	if os.Geteuid() == 0 {
+		cfg += "user root\n"
+	}
+	os.WriteFile(conf, []byte(cfg), 0o644)
+	mosq := exec.Command(lookPath("mosquitto", "/usr/sbin/mosquitto"), "-c", conf)
+	if err := mosq.Start(); err != nil {
+		return fmt.Errorf("mosquitto: %w", err)
+	}
+	defer mosq.Process.Kill()
+	brokerURL := fmt.Sprintf("mqtt://127.0.0.1:%d", port)
+	waitTCP(fmt.Sprintf("127.0.0.1:%d", port))
+
+	// Serial cable.
+	dev, meterEnd := filepath.Join(dir, "ttyP1"), filepath.Join(dir, "meter")
+	socat := exec.Command("socat", "pty,raw,echo=0,link="+meterEnd, "pty,raw,echo=0,b115200,link="+dev)
+	if err := socat.Start(); err != nil {
+		return fmt.Errorf("socat: %w", err)
+	}
+	defer socat.Process.Kill()
+	for range 500 {
+		if _, err := os.Stat(dev); err == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	w, err := os.OpenFile(meterEnd, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
+
+	// Subscriber: counts state messages.
+	arrivals := make(chan time.Time, 4096)
+	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		return err
+	}
+	cli := paho.NewClient(paho.ClientConfig{Conn: conn, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
+		func(p paho.PublishReceived) (bool, error) {
+			if !strings.HasSuffix(p.Packet.Topic, "/availability") {
+				arrivals <- time.Now()
+			}
+			return true, nil
+		}}})
+	ctx := context.Background()
+	if _, err := cli.Connect(ctx, &paho.Connect{ClientID: "bridgebench", CleanStart: true, KeepAlive: 30}); err != nil {
+		return err
+	}
+	meterID := "SAG1100000000001"
+	if _, err := cli.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "smarty/" + meterID + "/#"}}}); err != nil {
+		return err
+	}
+
+	// The bridge.
+	bridge := exec.Command(bin)
+	bridge.Env = append(os.Environ(), "SMARTY_DEVICE="+dev, "SMARTY_MQTT_URL="+brokerURL, "SMARTY_KEY="+sim.DemoKeyHex,
+		"SMARTY_MQTT_CLIENT_ID=bench", "SMARTY_LOG_LEVEL=warn")
+	bridge.Stderr = os.Stderr
+	if err := bridge.Start(); err != nil {
+		return err
+	}
+	defer bridge.Process.Signal(syscall.SIGTERM)
+	time.Sleep(time.Second)
+
+	meter := sim.New(sim.Options{Start: time.Now()})
+	perFrame := statesPerFrame(meter)
+	var lat []time.Duration
+	var buf []byte
+	cpu0 := cpuTime(bridge.Process.Pid)
+	start := time.Now()
+	next := time.Now()
+	for i := range frames {
+		buf = meter.Frame(buf[:0], time.Now())
+		if _, err := w.Write(buf); err != nil {
+			return err
+		}
+		sent := time.Now()
+		var last time.Time
+		for got := 0; got < perFrame; got++ {
+			select {
+			case last = <-arrivals:
+			case <-time.After(5 * time.Second):
+				return fmt.Errorf("frame %d: %d of %d states arrived", i, got, perFrame)
+			}
+		}
+		lat = append(lat, last.Sub(sent))
+		next = next.Add(every)
+		time.Sleep(time.Until(next))
+	}
+	elapsed := time.Since(start)
+	cpu := cpuTime(bridge.Process.Pid) - cpu0
+	rss := rssKB(bridge.Process.Pid)
+
+	slices.Sort(lat)
+	pct := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
+	fmt.Printf("frames %d every %s (%d states each), %s\n", frames, every, perFrame, elapsed.Round(time.Millisecond))
+	fmt.Printf("latency last byte -> last state: p50 %s  p90 %s  p99 %s  max %s\n",
+		pct(0.50).Round(time.Microsecond), pct(0.90).Round(time.Microsecond), pct(0.99).Round(time.Microsecond), lat[len(lat)-1].Round(time.Microsecond))
+	fmt.Printf("bridge CPU: %s total, %s per frame\n", cpu, cpu/time.Duration(frames))
+	fmt.Printf("bridge VmRSS after %d frames: %.1f MB\n", frames, float64(rss)/1024)
+	return nil
+}
+
+// statesPerFrame is how many state messages one simulated telegram gives.
+func statesPerFrame(m *sim.Meter) int {
+	tg, err := p1.Parse(sim.New(sim.Options{}).Telegram(time.Now()))
+	if err != nil {
+		panic(err)
+	}
+	n := 0
+	for i := range tg.Objects {
+		if !tg.Objects[i].Unused() {
+			n++
+		}
+	}
+	return n
+}
+
+func lookPath(names ...string) string {
+	for _, n := range names {
+		if p, err := exec.LookPath(n); err == nil {
+			return p
+		}
+	}
+	return names[0]
+}
+
+func waitTCP(addr string) {
+	for range 500 {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// cpuTime reads user+system time of a process from /proc.
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
+}
+
+func rssKB(pid int) int {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			n, _ := strconv.Atoi(strings.Fields(line)[1])
+			return n
+		}
+	}
+	return 0
+}
