@@ -78,6 +78,8 @@ type Bridge struct {
 	lastRaw  []byte
 	lastID   string
 	stateBuf []byte
+	packets  []byte // QoS 0 packets of one telegram
+	pending  []int  // objects of one telegram to publish
 
 	// Shared with the watchdog.
 	lastValid   atomic.Int64 // unix nanoseconds of the last telegram
@@ -247,26 +249,7 @@ func (b *Bridge) handle(ctx context.Context, tg *p1.Telegram, from p1.Origin) {
 	if !wasOnline {
 		b.send(ctx, discovery.AvailabilityTopic(b.o.TopicPrefix, id), []byte("online"), 1)
 	}
-	err := b.batch(func() {
-		for i := range tg.Objects {
-			o := &tg.Objects[i]
-			if o.Unused() || !b.monotonic(m, o) {
-				continue
-			}
-			topic, ok := m.topics[o.OBIS]
-			if !ok {
-				topic = discovery.StateTopic(b.o.TopicPrefix, id, o.OBIS)
-				m.topics[o.OBIS] = topic
-			}
-			b.stateBuf = AppendState(b.stateBuf[:0], o)
-			if b.send(ctx, topic, bytes.Clone(b.stateBuf), 0) {
-				b.counts.states.Add(1)
-			}
-		}
-	})
-	if err != nil {
-		b.log.Debug("states of a telegram not sent", "err", err)
-	}
+	b.publishStates(ctx, m, id, tg)
 	b.counts.telegrams.Add(1)
 	if b.o.OnTelegram != nil {
 		b.o.OnTelegram(id, tg)
@@ -374,14 +357,45 @@ func TopicSafe(s string) string {
 	return string(out)
 }
 
-// batch sends the QoS 0 messages that send publishes in one write when
-// the publisher can; tests' publishers simply run send.
-func (b *Bridge) batch(send func()) error {
-	if c, ok := b.pub.(*conn); ok {
-		return c.batch(send)
+// publishStates publishes the state of every object of tg: in one write
+// where the connection allows (see batch.go), else one message at a time.
+func (b *Bridge) publishStates(ctx context.Context, m *meter, id string, tg *p1.Telegram) {
+	b.pending = b.pending[:0]
+	for i := range tg.Objects {
+		o := &tg.Objects[i]
+		if o.Unused() || !b.monotonic(m, o) {
+			continue
+		}
+		if _, ok := m.topics[o.OBIS]; !ok {
+			m.topics[o.OBIS] = discovery.StateTopic(b.o.TopicPrefix, id, o.OBIS)
+		}
+		b.pending = append(b.pending, i)
 	}
-	send()
-	return nil
+	if c, ok := b.pub.(*conn); ok {
+		b.packets = b.packets[:0]
+		for _, i := range b.pending {
+			o := &tg.Objects[i]
+			b.stateBuf = AppendState(b.stateBuf[:0], o)
+			b.packets = appendPublish(b.packets, m.topics[o.OBIS], b.stateBuf, true)
+		}
+		sent, err := c.writeBatch(b.packets)
+		switch {
+		case sent && err == nil:
+			b.counts.states.Add(int64(len(b.pending)))
+			return
+		case sent:
+			// The connection broke; paho notices and reconnects.
+			b.counts.dropped.Add(int64(len(b.pending)))
+			b.log.Debug("states not sent", "err", err)
+			return
+		}
+	}
+	for _, i := range b.pending {
+		o := &tg.Objects[i]
+		if b.send(ctx, m.topics[o.OBIS], AppendState(nil, o), 0) {
+			b.counts.states.Add(1)
+		}
+	}
 }
 
 // send publishes and counts a failure; it reports success.

@@ -36,7 +36,7 @@ type conn struct {
 	url      string
 	failures atomic.Int64
 	up       atomic.Bool
-	current  atomic.Pointer[batchConn]
+	current  atomic.Pointer[rawConn]
 }
 
 // connectOptions are the hooks of one connection.
@@ -77,7 +77,7 @@ func dial(ctx context.Context, o MQTTOptions, co connectOptions, log *slog.Logge
 			return true
 		},
 		OnConnectError:    c.connectError,
-		AttemptConnection: dialBatch(o.TLS, c.current.Store),
+		AttemptConnection: dialKeep(o.TLS, c.current.Store),
 		ClientConfig: paho.ClientConfig{
 			ClientID: o.ClientID,
 			OnClientError: func(err error) {
@@ -139,16 +139,16 @@ func (c *conn) publish(ctx context.Context, topic string, payload []byte, qos by
 	return err
 }
 
-// batch runs send with every QoS 0 publish it makes going out in one write.
-func (c *conn) batch(send func()) error {
-	bc := c.current.Load()
-	if bc == nil {
-		send()
-		return nil
+// writeBatch writes QoS 0 packets built by appendPublish in one call. ok
+// is false when that is not possible (no connection, or TLS); the caller
+// then publishes through paho.
+func (c *conn) writeBatch(packets []byte) (ok bool, err error) {
+	rc := c.current.Load()
+	if rc == nil || rc.tls || !c.up.Load() {
+		return false, nil
 	}
-	bc.begin()
-	send()
-	return bc.flush()
+	_, err = rc.Write(packets)
+	return true, err
 }
 
 func (c *conn) subscribe(ctx context.Context, topics ...string) error {

@@ -62,7 +62,7 @@ func (v Value) AppendNumber(dst []byte) []byte {
 }
 
 // Float returns the number as a float64. ok is false when the value is not
-// a number.
+// a number, or one beyond float64's range.
 func (v Value) Float() (f float64, ok bool) {
 	if !v.IsNumber() {
 		return 0, false
