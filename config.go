@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -113,7 +114,7 @@ func (m keyMap) String() string {
 
 // Config is what the bridge reads from the environment (SMARTY_*).
 type Config struct {
-	Mode   string `envconfig:"MODE" default:"bridge" desc:"bridge: read the meter, decrypt, publish to Home Assistant (forward and decrypt, the split mode, are not available yet)"`
+	Mode   string `envconfig:"MODE" default:"bridge" desc:"bridge: read the meter, decrypt, publish to Home Assistant; forward: publish the encrypted frames only (no key needed); decrypt: take forwarded frames from the broker and publish like bridge"`
 	Device string `envconfig:"DEVICE" default:"/dev/ttyUSB0" desc:"the meter's port: a serial device such as /dev/ttyUSB0, tcp://host:port for ser2net or a network P1 dongle, or a capture file"`
 	Baud   int    `envconfig:"BAUD" default:"115200" desc:"serial speed; Smarty meters send at 115200 8N1"`
 	KeyConfig
@@ -127,6 +128,10 @@ type Config struct {
 	Discovery       string        `envconfig:"DISCOVERY" default:"device" desc:"device: one discovery message per meter (Home Assistant 2024.11+); entity: one per sensor (older); off: none"`
 	MeterTimeout    time.Duration `envconfig:"METER_TIMEOUT" default:"60s" desc:"mark the meter unavailable when no valid telegram came for this long"`
 	LogLevel        string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+	StateDir        string        `envconfig:"STATE_DIR" desc:"split mode: where the forwarder's queue and the decryptor's frame counters live; default /data when it exists (the add-on), else ~/.local/state/smartybridge"`
+	ShareGroup      string        `envconfig:"SHARE_GROUP" desc:"decrypt mode: MQTT 5 shared-subscription group, so that several decryptors split the meters"`
+	QueueMax        int           `envconfig:"QUEUE_MAX" default:"10000" desc:"forward mode: frames kept on disk while no decryptor confirms them (10000 is about 28 hours of one meter)"`
+	SessionExpiry   time.Duration `envconfig:"SESSION_EXPIRY" default:"24h" desc:"decrypt mode: how long the broker keeps the decryptor's session and queued frames while it is away"`
 }
 
 // secret is a string that never prints itself.
@@ -157,11 +162,18 @@ func loadConfig() (Config, error) {
 // Validate checks values and the rules between them.
 func (c *Config) Validate() error {
 	switch c.Mode {
-	case "bridge":
-	case "forward", "decrypt":
-		return fmt.Errorf("SMARTY_MODE=%s: split mode is not available in this version yet; use bridge", c.Mode)
+	case "bridge", "forward", "decrypt":
 	default:
-		return fmt.Errorf("SMARTY_MODE=%q: want bridge", c.Mode)
+		return fmt.Errorf("SMARTY_MODE=%q: want bridge, forward or decrypt", c.Mode)
+	}
+	if c.ShareGroup != "" && (c.Mode != "decrypt" || strings.ContainsAny(c.ShareGroup, "/+#")) {
+		return fmt.Errorf("SMARTY_SHARE_GROUP=%q: a name without '/', '+' or '#', for SMARTY_MODE=decrypt only", c.ShareGroup)
+	}
+	if c.QueueMax < 1 {
+		return fmt.Errorf("SMARTY_QUEUE_MAX=%d: want at least 1", c.QueueMax)
+	}
+	if c.SessionExpiry < time.Minute {
+		return fmt.Errorf("SMARTY_SESSION_EXPIRY=%s: want at least 1m", c.SessionExpiry)
 	}
 	if _, err := c.brokerURL(); err != nil {
 		return err
@@ -248,3 +260,17 @@ func parseLevel(s string) (slog.Level, error) {
 
 // envconfigProcess reads SMARTY_* variables into spec.
 func envconfigProcess(spec any) error { return envconfig.Process(envPrefix, spec) }
+
+// stateDir is SMARTY_STATE_DIR or its default.
+func (c *Config) stateDir() string {
+	if c.StateDir != "" {
+		return c.StateDir
+	}
+	if fi, err := os.Stat("/data"); err == nil && fi.IsDir() {
+		return "/data"
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".local", "state", "smartybridge")
+	}
+	return filepath.Join(os.TempDir(), "smartybridge")
+}

@@ -43,6 +43,21 @@ func runBridge(ctx context.Context, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	log.Info("smartybridge starting", "version", version, "mode", cfg.Mode, "device", cfg.Device,
+		"broker", opts.MQTT.URL.Redacted(), "client_id", opts.MQTT.ClientID, "discovery", cfg.Discovery)
+	switch cfg.Mode {
+	case "forward":
+		return runForward(ctx, &cfg, opts, log)
+	case "decrypt":
+		if !cfg.hasKey() {
+			log.Warn("no SMARTY_KEY or SMARTY_KEYS: every forwarded frame will be counted and dropped")
+		}
+		b, err := bridge.New(opts)
+		if err != nil {
+			return err
+		}
+		return b.RunDecrypt(ctx, bridge.SplitOptions{ShareGroup: cfg.ShareGroup, StateDir: cfg.stateDir(), SessionExpiry: cfg.SessionExpiry})
+	}
 	if !cfg.hasKey() {
 		log.Warn("no SMARTY_KEY: only unencrypted DSMR telegrams will decode; Smarty meters need the key from the grid operator")
 	}
@@ -55,7 +70,22 @@ func runBridge(ctx context.Context, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log.Info("smartybridge starting", "version", version, "mode", cfg.Mode, "device", cfg.Device,
-		"broker", opts.MQTT.URL.Redacted(), "client_id", opts.MQTT.ClientID, "discovery", cfg.Discovery)
 	return b.Run(ctx, src)
+}
+
+// runForward reads the port and forwards the still-encrypted frames.
+func runForward(ctx context.Context, cfg *Config, opts bridge.Options, log *slog.Logger) error {
+	if cfg.hasKey() {
+		log.Info("forward mode needs no key; SMARTY_KEY is ignored and can stay on the decrypting side")
+	}
+	src, err := port.Open(ctx, port.Options{Device: cfg.Device, Baud: cfg.Baud, Log: log})
+	if err != nil {
+		return configError{err}
+	}
+	defer src.Close()
+	f, err := bridge.NewForwarder(opts, bridge.ForwardOptions{Device: cfg.Device, StateDir: cfg.stateDir(), QueueMax: cfg.QueueMax})
+	if err != nil {
+		return err
+	}
+	return f.Run(ctx, src)
 }

@@ -70,6 +70,7 @@ type Bridge struct {
 
 	announce chan struct{}
 	ready    chan struct{} // closed once conn is set
+	split    *decryptor    // decrypt mode only
 	bytesIn  atomic.Int64
 	counts   counters
 
@@ -156,14 +157,19 @@ func (b *Bridge) Stats() Stats {
 // done or src ends (a capture file). On the way out it publishes "offline"
 // and disconnects cleanly.
 func (b *Bridge) Run(ctx context.Context, src io.Reader) error {
+	return b.run(ctx, connectOptions{}, func(ctx context.Context) error { return b.read(ctx, src) })
+}
+
+// run connects, starts the background loops, runs body until it returns,
+// then shuts down cleanly.
+func (b *Bridge) run(ctx context.Context, co connectOptions, body func(context.Context) error) error {
 	// The connection outlives ctx so that "offline" can still be sent.
 	connCtx, stopConn := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopConn()
-	c, err := dial(connCtx, b.o.MQTT, connectOptions{
-		statusTopic: b.statusTopic,
-		onUp:        func() { go b.connected(connCtx) },
-		onMessage:   b.message,
-	}, b.log)
+	co.statusTopic = b.statusTopic
+	co.onUp = func() { go b.connected(connCtx) }
+	co.onMessage = b.message
+	c, err := dial(connCtx, b.o.MQTT, co, b.log)
 	if err != nil {
 		return err
 	}
@@ -176,9 +182,9 @@ func (b *Bridge) Run(ctx context.Context, src io.Reader) error {
 	wg.Go(func() { b.watchdog(loopCtx) })
 
 	if !c.awaitConnection(ctx, 10*time.Second) && ctx.Err() == nil {
-		b.log.Warn("MQTT broker not reachable yet; reading the meter anyway", "broker", c.url)
+		b.log.Warn("MQTT broker not reachable yet; going on and retrying in the background", "broker", c.url)
 	}
-	err = b.read(ctx, src)
+	err = body(ctx)
 	stopLoops()
 	wg.Wait()
 	b.shutdown()
@@ -458,6 +464,9 @@ func (b *Bridge) connected(ctx context.Context) {
 	if err := b.pub.publish(ctx, b.statusTopic, []byte("online"), 1, true); err != nil {
 		b.log.Debug("status not published", "err", err)
 	}
+	if b.split != nil {
+		b.split.subscribe(ctx)
+	}
 	if b.o.Discovery != discovery.Off {
 		if err := b.conn.subscribe(ctx, b.o.DiscoveryPrefix+"/status"); err != nil {
 			b.log.Warn("cannot subscribe to Home Assistant's status; discovery is still sent on every connection", "err", err)
@@ -468,6 +477,9 @@ func (b *Bridge) connected(ctx context.Context) {
 
 // message handles what the broker sends: Home Assistant's birth message.
 func (b *Bridge) message(topic string, payload []byte) {
+	if b.split != nil && b.split.message(topic, payload) {
+		return
+	}
 	if topic == b.o.DiscoveryPrefix+"/status" && string(payload) == "online" {
 		b.log.Info("Home Assistant came online; sending discovery again")
 		b.markAll()

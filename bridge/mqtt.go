@@ -41,9 +41,12 @@ type conn struct {
 
 // connectOptions are the hooks of one connection.
 type connectOptions struct {
-	statusTopic string                             // retained "offline" will, "online" on connect
-	onUp        func()                             // after every (re)connection; must not block
-	onMessage   func(topic string, payload []byte) // every received message
+	statusTopic string // retained "offline" will, "online" on connect
+	// sessionExpiry > 0 keeps the session (and its subscriptions and queued
+	// QoS 1 messages) on the broker across disconnections, for decryptors.
+	sessionExpiry uint32
+	onUp          func()                             // after every (re)connection; must not block
+	onMessage     func(topic string, payload []byte) // every received message
 }
 
 // dial starts connecting in the background and returns at once; autopaho
@@ -57,7 +60,8 @@ func dial(ctx context.Context, o MQTTOptions, co connectOptions, log *slog.Logge
 		ServerUrls:                    []*url.URL{o.URL},
 		TlsCfg:                        o.TLS,
 		KeepAlive:                     30,
-		CleanStartOnInitialConnection: true,
+		CleanStartOnInitialConnection: co.sessionExpiry == 0,
+		SessionExpiryInterval:         co.sessionExpiry,
 		ConnectTimeout:                10 * time.Second,
 		ReconnectBackoff:              autopaho.NewExponentialBackoff(time.Second, 30*time.Second, 2*time.Second, 2),
 		ConnectUsername:               o.Username,
