@@ -1,0 +1,257 @@
+package bridge
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/smartybridge/smartybridge/decrypt"
+	"github.com/smartybridge/smartybridge/internal/testenv"
+	"github.com/smartybridge/smartybridge/p1"
+	"github.com/smartybridge/smartybridge/p1/sim"
+)
+
+// splitInput is a stream of several frames of two meters: the simulator's
+// (demo key) and smarty-2026 (key AAAA…, title SYSTEMID).
+func splitInput(t *testing.T, n int) ([]byte, decrypt.Options) {
+	t.Helper()
+	m := sim.New(sim.Options{Start: time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC), Seed: 3})
+	var in []byte
+	for i := range n {
+		in = m.Frame(in, time.Date(2026, 5, 1, 12, 0, 10*i, 0, time.UTC))
+	}
+	in = append(in, readFile(t, "smarty-2026.frame")...)
+	sysid, _ := decrypt.ParseTitle("SYSTEMID")
+	return in, decrypt.Options{Keys: map[decrypt.Title]decrypt.Key{m.Title(): sim.DemoKey, sysid: *key(t, testKey)}}
+}
+
+// retained collects every retained message on the broker.
+func retained(t *testing.T, brokerURL string) map[string]string {
+	t.Helper()
+	sub := testenv.Subscribe(t, brokerURL, "#")
+	time.Sleep(300 * time.Millisecond)
+	return sub.Topics("")
+}
+
+func opts(t *testing.T, brokerURL, clientID string, logs *logBuffer, keys decrypt.Options) Options {
+	o := testOptions(brokerURL, logs, keys)
+	u, _ := url.Parse(brokerURL)
+	o.MQTT = MQTTOptions{URL: u, ClientID: clientID}
+	o.MeterTimeout = time.Hour
+	return o
+}
+
+// runDecryptor starts decrypt mode in the background.
+func runDecryptor(t *testing.T, o Options, so SplitOptions) (*Bridge, func()) {
+	t.Helper()
+	b, err := New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.RunDecrypt(ctx, so) }()
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("RunDecrypt: %v", err)
+		}
+	}
+	t.Cleanup(stop)
+	return b, stop
+}
+
+func TestSplitMatchesBridge(t *testing.T) {
+	in, keys := splitInput(t, 4)
+	logs := &logBuffer{}
+
+	// Bridge mode on broker 1.
+	b1 := testenv.Mosquitto(t, "")
+	br, err := New(opts(t, b1.URL, "hub", logs, keys))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := br.Run(context.Background(), bytes.NewReader(in)); err != nil {
+		t.Fatal(err)
+	}
+	want := retained(t, b1.URL)
+
+	// Forward + decrypt on broker 2.
+	b2 := testenv.Mosquitto(t, "")
+	dec, stopDec := runDecryptor(t, opts(t, b2.URL, "hub", logs, keys), SplitOptions{StateDir: t.TempDir()})
+	testenv.Subscribe(t, b2.URL).Client.Publish(context.Background(), &paho.Publish{Topic: "noop"})
+	fwd, err := NewForwarder(opts(t, b2.URL, "meterside", logs, decrypt.Options{}), ForwardOptions{Device: "test", StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, pw := io.Pipe()
+	fdone := make(chan error, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { fdone <- fwd.Run(ctx, pr) }()
+	time.Sleep(500 * time.Millisecond) // the decryptor has subscribed
+	pw.Write(in)
+	testenv.WaitFor(t, 10*time.Second, "all frames decoded", func() bool { return dec.Stats().Telegrams == 5 })
+	testenv.WaitFor(t, 10*time.Second, "all frames confirmed", func() bool { return fwd.Queued() == 0 })
+	cancel()
+	pw.Close()
+	if err := <-fdone; err != nil {
+		t.Fatal(err)
+	}
+	stopDec()
+	got := retained(t, b2.URL)
+
+	for topic, v := range want {
+		if got[topic] != v {
+			t.Errorf("%s differs:\nbridge:  %.200s\nsplit:   %.200s", topic, v, got[topic])
+		}
+	}
+	for topic := range got {
+		_, inBridge := want[topic]
+		split := strings.HasPrefix(topic, "smarty/counter/") || strings.HasPrefix(topic, "smarty/forwarder/") || topic == "smarty/status/meterside"
+		if !inBridge && !split {
+			t.Errorf("split mode retained %s, bridge mode did not", topic)
+		}
+	}
+	if len(want) < 90 {
+		t.Errorf("only %d retained messages in bridge mode", len(want))
+	}
+	if !strings.Contains(got["smarty/forwarder/meterside"], "holds no key") {
+		t.Errorf("forwarder description: %q", got["smarty/forwarder/meterside"])
+	}
+}
+
+func publishRaw(t *testing.T, c *paho.Client, topic string, frame []byte) {
+	t.Helper()
+	if _, err := c.Publish(context.Background(), &paho.Publish{Topic: topic, Payload: frame, QoS: 1}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestDecryptorDropsDuplicatesAndJunk(t *testing.T) {
+	broker := testenv.Mosquitto(t, "")
+	logs := &logBuffer{}
+	frame := readFile(t, "smarty-2026.frame")
+	realTitle, _ := decrypt.ParseTitle("534147677001BD54")
+	keys := decrypt.Options{Keys: map[decrypt.Title]decrypt.Key{
+		{'S', 'Y', 'S', 'T', 'E', 'M', 'I', 'D'}: *key(t, testKey),
+		realTitle: *key(t, testKey), // the wrong key for the real meter
+	}}
+	dec, stop := runDecryptor(t, opts(t, broker.URL, "dec", logs, keys), SplitOptions{StateDir: t.TempDir()})
+	sub := testenv.Subscribe(t, broker.URL, "smarty/#")
+	sub.WaitValue("smarty/status/dec", "online", 10*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	pub := testenv.Subscribe(t, broker.URL)
+
+	publishRaw(t, pub.Client, "smarty/raw/53595354454D4944", frame)
+	publishRaw(t, pub.Client, "smarty/raw/53595354454D4944", frame)
+	testenv.WaitFor(t, 5*time.Second, "one telegram, one duplicate", func() bool { return dec.Stats().Telegrams == 1 && dec.Duplicates() == 1 })
+	testenv.WaitFor(t, 5*time.Second, "states", func() bool { return len(sub.Topics("smarty/SAG1030700012701/")) == 53 })
+	statesAfterOne := len(sub.Topics("smarty/SAG1030700012701/"))
+
+	// Junk: a meter without key, a wrong key, garbage, a frame on the wrong
+	// meter's topic. Each twice: logged once, counted twice.
+	unknown := decrypt.Seal(nil, *key(t, testKey), decrypt.DefaultAuthKey, decrypt.Title{'S', 'A', 'G', 9}, 1, []byte("/x"))
+	real := readFile(t, "smarty-2018-real.frame")
+	for range 2 {
+		publishRaw(t, pub.Client, "smarty/raw/5341470900000000", unknown)
+		publishRaw(t, pub.Client, "smarty/raw/534147677001BD54", real)
+		publishRaw(t, pub.Client, "smarty/raw/53595354454D4944", []byte("garbage \xDB\x08 bytes"))
+		publishRaw(t, pub.Client, "smarty/raw/534147677001BD54", frame)
+	}
+	testenv.WaitFor(t, 5*time.Second, "junk counted", func() bool {
+		s := dec.Stats()
+		return s.NoKey == 2 && s.AuthFailures == 2 && dec.Garbage() == 4
+	})
+	stop()
+	// Once per meter: the garbage and the misplaced frame came on two topics.
+	for msg, want := range map[string]int{"no key for meter 5341470900000000": 1, "its key in SMARTY_KEYS (or SMARTY_KEY) is wrong": 1, "is not a frame of that meter": 2} {
+		if n := strings.Count(logs.String(), msg); n != want {
+			t.Errorf("%q logged %d times, want %d", msg, n, want)
+		}
+	}
+	if n := len(sub.Topics("smarty/SAG1030700012701/")); n != statesAfterOne {
+		t.Errorf("junk changed the published states: %d topics, was %d", n, statesAfterOne)
+	}
+	for topic := range sub.Topics("smarty/") {
+		if strings.HasPrefix(topic, "smarty/raw/") {
+			continue // what the test itself sent
+		}
+		if strings.Contains(topic, "534147677001BD54") || strings.Contains(topic, "SAG1030700114004") || strings.Contains(topic, "5341470900000000") {
+			t.Errorf("published %s for a frame that did not decode", topic)
+		}
+	}
+	if s := dec.Stats(); s.Telegrams != 1 {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+// TestShareGroupHundredMeters: two decryptors in one share group, 100
+// meters with their own titles and keys; every frame is decoded exactly
+// once in total, and both decryptors did part of the work.
+func TestShareGroupHundredMeters(t *testing.T) {
+	broker := testenv.Mosquitto(t, "")
+	logs := &logBuffer{}
+	const meters, rounds = 100, 3
+	keys := decrypt.Options{Keys: map[decrypt.Title]decrypt.Key{}}
+	var sims []*sim.Meter
+	for i := range meters {
+		k := decrypt.Key{0xA0, byte(i), 0x5A, byte(i * 7)}
+		m := sim.New(sim.Options{Key: k, MeterID: fmt.Sprintf("SAG11%011d", i+1), Seed: uint64(i), Start: time.Now()})
+		keys.Keys[m.Title()] = k
+		sims = append(sims, m)
+	}
+	var mu sync.Mutex
+	decoded := map[string]int{}
+	count := func(meter string, tg *p1.Telegram) {
+		mu.Lock()
+		decoded[meter+" "+string(tg.Objects[1].Values[0].Text)]++
+		mu.Unlock()
+	}
+	o1, o2 := opts(t, broker.URL, "dec1", logs, keys), opts(t, broker.URL, "dec2", logs, keys)
+	o1.OnTelegram, o2.OnTelegram = count, count
+	d1, _ := runDecryptor(t, o1, SplitOptions{ShareGroup: "g", StateDir: t.TempDir()})
+	d2, _ := runDecryptor(t, o2, SplitOptions{ShareGroup: "g", StateDir: t.TempDir()})
+	sub := testenv.Subscribe(t, broker.URL, "smarty/status/#")
+	sub.WaitValue("smarty/status/dec1", "online", 10*time.Second)
+	sub.WaitValue("smarty/status/dec2", "online", 10*time.Second)
+	time.Sleep(500 * time.Millisecond)
+	pub := testenv.Subscribe(t, broker.URL)
+	start := time.Now()
+	for r := range rounds {
+		for _, m := range sims {
+			publishRaw(t, pub.Client, "smarty/raw/"+m.Title().String(), m.Frame(nil, start.Add(time.Duration(r)*10*time.Second)))
+		}
+	}
+	total := func() int64 { return d1.Stats().Telegrams + d2.Stats().Telegrams }
+	testenv.WaitFor(t, 30*time.Second, "every frame decoded", func() bool { return total() >= meters*rounds })
+	time.Sleep(300 * time.Millisecond)
+	if total() != meters*rounds || d1.Duplicates()+d2.Duplicates() != 0 {
+		t.Errorf("decoded %d+%d (duplicates %d+%d), want %d in total", d1.Stats().Telegrams, d2.Stats().Telegrams, d1.Duplicates(), d2.Duplicates(), meters*rounds)
+	}
+	if d1.Stats().Telegrams == 0 || d2.Stats().Telegrams == 0 {
+		t.Errorf("one decryptor did nothing: %d and %d", d1.Stats().Telegrams, d2.Stats().Telegrams)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for k, n := range decoded {
+		if n != 1 {
+			t.Errorf("%s decoded %d times", k, n)
+		}
+	}
+	if len(decoded) != meters*rounds {
+		t.Errorf("%d distinct telegrams, want %d", len(decoded), meters*rounds)
+	}
+}
