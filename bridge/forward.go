@@ -34,8 +34,9 @@ import (
 // broker's acknowledgement is not enough, since a broker restart can drop
 // frames before the decryptors subscribe again (mosquitto 2.0 does not
 // restore shared subscriptions). Unconfirmed frames are re-sent, in order,
-// after ResendAfter; duplicates are harmless because decryptors drop frames
-// whose counter does not grow. Plain telegrams carry no counter and leave
+// after ResendAfter, one frame in flight per meter so that they arrive in
+// order; duplicates are harmless because decryptors drop frames whose
+// counter does not grow. Plain telegrams carry no counter and leave
 // the queue once the broker has them.
 
 // ForwardOptions configure forward mode.
@@ -285,6 +286,10 @@ func (f *Forwarder) message(topic string, payload []byte) {
 	}
 	f.confirmed.Add(int64(n))
 	f.lastAck, f.resendGap = time.Now(), f.fo.ResendAfter
+	select {
+	case f.wake <- struct{}{}: // the next frame of the meter may go
+	default:
+	}
 	if f.stuck {
 		f.stuck = false
 		f.log.Info("a decryptor confirms frames again", "meter", title, "queued", len(f.entries))
@@ -309,12 +314,28 @@ func (f *Forwarder) sender(ctx context.Context) {
 	}
 }
 
+// sendDue sends, per meter, the oldest frame no decryptor has confirmed
+// yet (again, once ResendAfter has passed), and the next one only after
+// that one's confirmation. One frame in flight per meter keeps the order:
+// were frame n lost by the broker after n+1 was accepted, n would be
+// refused as a replay when re-sent.
 func (f *Forwarder) sendDue(ctx context.Context) {
 	now := time.Now()
 	f.mu.Lock()
 	var due []*entry
 	resent := false
+	inFlight := map[string]bool{}
 	for _, e := range f.entries {
+		if e.plain {
+			if !e.sent {
+				due = append(due, e)
+			}
+			continue
+		}
+		if inFlight[e.title] {
+			continue
+		}
+		inFlight[e.title] = true
 		if !e.sent || now.Sub(e.sentAt) >= f.resendGap {
 			due = append(due, e)
 			resent = resent || e.sent
