@@ -147,7 +147,7 @@ func TestDecryptorDropsDuplicatesAndJunk(t *testing.T) {
 	realTitle, _ := decrypt.ParseTitle("534147677001BD54")
 	keys := decrypt.Options{Keys: map[decrypt.Title]decrypt.Key{
 		{'S', 'Y', 'S', 'T', 'E', 'M', 'I', 'D'}: *key(t, testKey),
-		realTitle: *key(t, testKey), // the wrong key for the real meter
+		realTitle:                                *key(t, testKey), // the wrong key for the real meter
 	}}
 	dec, stop := runDecryptor(t, opts(t, broker.URL, "dec", logs, keys), SplitOptions{StateDir: t.TempDir()})
 	sub := testenv.Subscribe(t, broker.URL, "smarty/#")
