@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"os"
+	"runtime"
 
 	"github.com/smartybridge/smartybridge/bridge"
 	"github.com/smartybridge/smartybridge/discovery"
@@ -42,6 +44,13 @@ func runBridge(ctx context.Context, stderr io.Writer) error {
 	opts, err := cfg.bridgeOptions(log)
 	if err != nil {
 		return err
+	}
+	if cfg.Mode != "decrypt" && os.Getenv("GOMAXPROCS") == "" {
+		// One meter, one telegram every 10 s: a single P saves the runtime's
+		// hand-offs around the blocking serial reads (tools/bridgebench:
+		// 0.33 ms CPU per frame instead of 0.92 ms, same latency). Decrypt
+		// mode serves many meters and keeps every core.
+		runtime.GOMAXPROCS(1)
 	}
 	log.Info("smartybridge starting", "version", version, "mode", cfg.Mode, "device", cfg.Device,
 		"broker", opts.MQTT.URL.Redacted(), "client_id", opts.MQTT.ClientID, "discovery", cfg.Discovery)
