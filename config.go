@@ -26,6 +26,7 @@ const envPrefix = "smarty"
 type KeyConfig struct {
 	Key       optionalKey `envconfig:"KEY" desc:"the meter's P1 decryption key from the grid operator: 32 hex digits"`
 	Keys      keyMap      `envconfig:"KEYS" desc:"keys per meter for a decryptor serving several: TITLE:KEY,TITLE:KEY (TITLE = system title in 16 hex digits)"`
+	KeysFile  string      `envconfig:"KEYS_FILE" desc:"file of TITLE:KEY lines (# comments allowed), for a decryptor serving many meters; adds to SMARTY_KEYS"`
 	AuthKey   optionalKey `envconfig:"AUTH_KEY" desc:"GCM authentication key; Smarty meters use 00112233445566778899AABBCCDDEEFF"`
 	VerifyTag bool        `envconfig:"VERIFY_TAG" default:"true" desc:"verify each frame's GCM tag; false only when the authentication key is unknown (frames must then pass the telegram CRC)"`
 }
@@ -41,6 +42,34 @@ func (c KeyConfig) decryptOptions() decrypt.Options {
 		o.AuthKey = c.AuthKey.key
 	}
 	return o
+}
+
+// loadKeysFile adds the keys of SMARTY_KEYS_FILE to the key map.
+func (c *KeyConfig) loadKeysFile() error {
+	if c.KeysFile == "" {
+		return nil
+	}
+	b, err := os.ReadFile(c.KeysFile)
+	if err != nil {
+		return fmt.Errorf("SMARTY_KEYS_FILE: %w", err)
+	}
+	var file keyMap
+	var lines []string
+	for _, line := range strings.Split(string(b), "\n") {
+		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+			lines = append(lines, line)
+		}
+	}
+	if err := file.Decode(strings.Join(lines, ",")); err != nil {
+		return fmt.Errorf("SMARTY_KEYS_FILE %s: %w", c.KeysFile, err)
+	}
+	if c.Keys.keys == nil {
+		c.Keys.keys = map[decrypt.Title]decrypt.Key{}
+	}
+	for t, k := range file.keys {
+		c.Keys.keys[t] = k
+	}
+	return nil
 }
 
 // hasKey reports whether any decryption key is configured.
@@ -154,6 +183,9 @@ func loadConfig() (Config, error) {
 		return c, configError{err}
 	}
 	if err := c.Validate(); err != nil {
+		return c, configError{err}
+	}
+	if err := c.loadKeysFile(); err != nil {
 		return c, configError{err}
 	}
 	return c, nil

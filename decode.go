@@ -34,6 +34,9 @@ func runDecode(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if err := envconfig.Process(envPrefix, &cfg); err != nil {
 		return configError{err}
 	}
+	if err := cfg.loadKeysFile(); err != nil {
+		return configError{err}
+	}
 	in, closeAll, err := openInputs(args, stdin)
 	if err != nil {
 		return configError{err}

@@ -22,7 +22,7 @@ const (
 // decode runs `smartybridge decode` in-process with env set.
 func decode(t *testing.T, env map[string]string, stdin []byte, args ...string) (stdout, stderr string, status int) {
 	t.Helper()
-	for _, k := range []string{"SMARTY_KEY", "SMARTY_KEYS", "SMARTY_AUTH_KEY", "SMARTY_VERIFY_TAG"} {
+	for _, k := range []string{"SMARTY_KEY", "SMARTY_KEYS", "SMARTY_KEYS_FILE", "SMARTY_AUTH_KEY", "SMARTY_VERIFY_TAG"} {
 		t.Setenv(k, env[k])
 		if _, ok := env[k]; !ok {
 			os.Unsetenv(k)
@@ -171,4 +171,17 @@ func BenchmarkDecodeCommand(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*1000), "ns/frame")
+}
+
+func TestKeysFile(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "keys")
+	os.WriteFile(f, []byte("# meters of the community\n534147677001BD54:"+realKey+"\n\nSYSTEMID:"+testKey+"\n"), 0o600)
+	out, stderr, status := decode(t, map[string]string{"SMARTY_KEYS_FILE": f}, nil, "testdata/smarty-2018-real.frame", "testdata/smarty-2026.frame")
+	if status != 0 || strings.Count(out, "\n") != 2 {
+		t.Fatalf("status %d, %d telegrams: %s", status, strings.Count(out, "\n"), stderr)
+	}
+	os.WriteFile(f, []byte("534147677001BD54:nothex\n"), 0o600)
+	if _, stderr, status := decode(t, map[string]string{"SMARTY_KEYS_FILE": f}, nil, "testdata/smarty-2018-real.frame"); status != 2 || !strings.Contains(stderr, "SMARTY_KEYS_FILE") {
+		t.Errorf("bad keys file: status %d, %s", status, stderr)
+	}
 }

@@ -252,10 +252,7 @@ func (b *Bridge) handle(ctx context.Context, tg *p1.Telegram, from p1.Origin) {
 	m.online, m.seen = true, now
 	b.mu.Unlock()
 
-	if !wasOnline {
-		b.send(ctx, discovery.AvailabilityTopic(b.o.TopicPrefix, id), []byte("online"), 1)
-	}
-	b.publishStates(ctx, m, id, tg)
+	b.publishStates(ctx, m, id, tg, !wasOnline)
 	b.counts.telegrams.Add(1)
 	if b.o.OnTelegram != nil {
 		b.o.OnTelegram(id, tg)
@@ -365,7 +362,12 @@ func TopicSafe(s string) string {
 
 // publishStates publishes the state of every object of tg: in one write
 // where the connection allows (see batch.go), else one message at a time.
-func (b *Bridge) publishStates(ctx context.Context, m *meter, id string, tg *p1.Telegram) {
+//
+// A meter that was offline is announced "online" first, in the same write:
+// waiting for a QoS 1 acknowledgement here would hold up every meter behind
+// it (a decryptor serving a thousand meters), and availability is
+// published again after every reconnection anyway.
+func (b *Bridge) publishStates(ctx context.Context, m *meter, id string, tg *p1.Telegram, announce bool) {
 	b.pending = b.pending[:0]
 	for i := range tg.Objects {
 		o := &tg.Objects[i]
@@ -377,8 +379,12 @@ func (b *Bridge) publishStates(ctx context.Context, m *meter, id string, tg *p1.
 		}
 		b.pending = append(b.pending, i)
 	}
+	availTopic := discovery.AvailabilityTopic(b.o.TopicPrefix, id)
 	if c, ok := b.pub.(*conn); ok {
 		b.packets = b.packets[:0]
+		if announce {
+			b.packets = appendPublish(b.packets, availTopic, []byte("online"), true)
+		}
 		for _, i := range b.pending {
 			o := &tg.Objects[i]
 			b.stateBuf = AppendState(b.stateBuf[:0], o)
@@ -395,6 +401,9 @@ func (b *Bridge) publishStates(ctx context.Context, m *meter, id string, tg *p1.
 			b.log.Debug("states not sent", "err", err)
 			return
 		}
+	}
+	if announce {
+		b.send(ctx, availTopic, []byte("online"), 0)
 	}
 	for _, i := range b.pending {
 		o := &tg.Objects[i]
