@@ -160,6 +160,7 @@ type Config struct {
 	StateDir        string        `envconfig:"STATE_DIR" desc:"split mode: where the forwarder's queue and the decryptor's frame counters live; default /data when it exists (the add-on), else ~/.local/state/smartybridge"`
 	ShareGroup      string        `envconfig:"SHARE_GROUP" desc:"decrypt mode: MQTT 5 shared-subscription group, so that several decryptors split the meters"`
 	QueueMax        int           `envconfig:"QUEUE_MAX" default:"10000" desc:"forward mode: frames kept on disk while no decryptor confirms them (10000 is about 28 hours of one meter)"`
+	HealthFile      string        `envconfig:"HEALTH_FILE" desc:"file recording the broker connection (up/down), read by 'smartybridge health' in a container health check"`
 	SessionExpiry   time.Duration `envconfig:"SESSION_EXPIRY" default:"24h" desc:"decrypt mode: how long the broker keeps the decryptor's session and queued frames while it is away"`
 }
 
@@ -260,7 +261,7 @@ func (c *Config) mqttOptions() (bridge.MQTTOptions, error) {
 	if err != nil {
 		return bridge.MQTTOptions{}, err
 	}
-	o := bridge.MQTTOptions{URL: u, Username: c.MQTTUsername, Password: string(c.MQTTPassword), ClientID: c.MQTTClientID}
+	o := bridge.MQTTOptions{URL: u, Username: c.MQTTUsername, Password: string(c.MQTTPassword), ClientID: c.MQTTClientID, HealthFile: c.HealthFile}
 	if o.ClientID == "" {
 		host, _ := os.Hostname()
 		o.ClientID = "smartybridge-" + bridge.TopicSafe(host)

@@ -85,6 +85,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runSimulate(ctx, args, stdout)
 	case "", "run":
 		return runBridge(ctx, stderr)
+	case "addon":
+		return runAddon(ctx, stderr)
+	case "health":
+		return runHealth(stdout)
 	}
 	return configError{fmt.Errorf("unknown command %q; try smartybridge -h", cmd)}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -21,6 +22,9 @@ type MQTTOptions struct {
 	Password string
 	ClientID string
 	TLS      *tls.Config // for mqtts; nil uses the system's roots
+	// HealthFile, if set, records the connection state ("up" or "down"
+	// and a Unix time) for `smartybridge health`, a container health check.
+	HealthFile string
 }
 
 // publisher is what the bridge needs of an MQTT connection: the one-method
@@ -70,6 +74,7 @@ func dial(ctx context.Context, o MQTTOptions, co connectOptions, log *slog.Logge
 		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
 			n := c.failures.Swap(0)
 			c.up.Store(true)
+			writeHealth(o.HealthFile, "up")
 			log.Info("connected to MQTT broker", "broker", c.url, "failed_attempts", n)
 			if co.onUp != nil {
 				co.onUp()
@@ -77,6 +82,7 @@ func dial(ctx context.Context, o MQTTOptions, co connectOptions, log *slog.Logge
 		},
 		OnConnectionDown: func() bool {
 			c.up.Store(false)
+			writeHealth(o.HealthFile, "down")
 			log.Warn("lost the MQTT broker; reconnecting with backoff (the meter is still read)", "broker", c.url)
 			return true
 		},
@@ -177,6 +183,17 @@ func (c *conn) close(ctx context.Context) {
 	select {
 	case <-c.cm.Done():
 	case <-ctx.Done():
+	}
+}
+
+// writeHealth records the connection state for a health check.
+func writeHealth(path, state string) {
+	if path == "" {
+		return
+	}
+	tmp := path + ".tmp"
+	if os.WriteFile(tmp, fmt.Appendf(nil, "%s %d\n", state, time.Now().Unix()), 0o644) == nil {
+		os.Rename(tmp, path)
 	}
 }
 
