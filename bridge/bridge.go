@@ -423,10 +423,9 @@ func (b *Bridge) send(ctx context.Context, topic string, payload []byte, qos byt
 	return true
 }
 
-// rejected counts a frame that did not decode and says what to check: at
-// the first failure of a kind, then at 10, 100, 1000… in a row.
-func (b *Bridge) rejected(err error, from p1.Origin) {
-	reason := Reason(err)
+// count adds a rejected frame to the counter of its reason; false for a
+// reason without counter (not a frame at all).
+func (b *Bridge) count(reason string) bool {
 	switch reason {
 	case "authentication":
 		b.counts.auth.Add(1)
@@ -437,6 +436,16 @@ func (b *Bridge) rejected(err error, from p1.Origin) {
 	case "malformed":
 		b.counts.malformed.Add(1)
 	default:
+		return false
+	}
+	return true
+}
+
+// rejected counts a frame that did not decode and says what to check: at
+// the first failure of a kind, then at 10, 100, 1000… in a row.
+func (b *Bridge) rejected(err error, from p1.Origin) {
+	reason := Reason(err)
+	if !b.count(reason) {
 		return // a false header: the scanner resyncs, nothing to tell
 	}
 	b.lastReason.Store(reason)

@@ -251,18 +251,8 @@ func (d *decryptor) ackAgain(ctx context.Context, title string, st replayState) 
 // reject counts a frame that did not decode and logs it once per meter and
 // reason.
 func (d *decryptor) reject(title string, err error) {
-	b := d.b
 	reason := Reason(err)
-	switch reason {
-	case "authentication":
-		b.counts.auth.Add(1)
-	case "no key":
-		b.counts.noKey.Add(1)
-	case "crc":
-		b.counts.crc.Add(1)
-	case "malformed":
-		b.counts.malformed.Add(1)
-	default:
+	if !d.b.count(reason) {
 		d.garbage.Add(1)
 	}
 	switch {

@@ -19,7 +19,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -28,6 +27,7 @@ import (
 
 	"github.com/smartybridge/smartybridge/p1"
 	"github.com/smartybridge/smartybridge/p1/sim"
+	"github.com/smartybridge/smartybridge/tools/internal/benchkit"
 )
 
 func main() {
@@ -53,22 +53,12 @@ func run(bin string, frames int, every time.Duration) error {
 	defer os.RemoveAll(dir)
 
 	// Broker.
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	conf := filepath.Join(dir, "mosquitto.conf")
-	cfg := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\n", port)
-	if os.Geteuid() == 0 {
-		cfg += "user root\n"
-	}
-	os.WriteFile(conf, []byte(cfg), 0o644)
-	mosq := exec.Command(lookPath("mosquitto", "/usr/sbin/mosquitto"), "-c", conf)
-	if err := mosq.Start(); err != nil {
-		return fmt.Errorf("mosquitto: %w", err)
+	mosq, addr, err := benchkit.Mosquitto(dir, "")
+	if err != nil {
+		return err
 	}
 	defer mosq.Process.Kill()
-	brokerURL := fmt.Sprintf("mqtt://127.0.0.1:%d", port)
-	waitTCP(fmt.Sprintf("127.0.0.1:%d", port))
+	brokerURL := "mqtt://" + addr
 
 	// Serial cable.
 	dev, meterEnd := filepath.Join(dir, "ttyP1"), filepath.Join(dir, "meter")
@@ -91,7 +81,7 @@ func run(bin string, frames int, every time.Duration) error {
 
 	// Subscriber: counts state messages.
 	arrivals := make(chan time.Time, 4096)
-	conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		return err
 	}
@@ -126,7 +116,7 @@ func run(bin string, frames int, every time.Duration) error {
 	perFrame := statesPerFrame(meter)
 	var lat []time.Duration
 	var buf []byte
-	cpu0 := cpuTime(bridge.Process.Pid)
+	cpu0 := benchkit.CPUTime(bridge.Process.Pid)
 	start := time.Now()
 	next := time.Now()
 	for i := range frames {
@@ -148,8 +138,8 @@ func run(bin string, frames int, every time.Duration) error {
 		time.Sleep(time.Until(next))
 	}
 	elapsed := time.Since(start)
-	cpu := cpuTime(bridge.Process.Pid) - cpu0
-	rss := rssKB(bridge.Process.Pid)
+	cpu := benchkit.CPUTime(bridge.Process.Pid) - cpu0
+	rss := benchkit.RSSKB(bridge.Process.Pid)
 
 	slices.Sort(lat)
 	pct := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
@@ -174,46 +164,4 @@ func statesPerFrame(m *sim.Meter) int {
 		}
 	}
 	return n
-}
-
-func lookPath(names ...string) string {
-	for _, n := range names {
-		if p, err := exec.LookPath(n); err == nil {
-			return p
-		}
-	}
-	return names[0]
-}
-
-func waitTCP(addr string) {
-	for range 500 {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// cpuTime reads user+system time of a process from /proc.
-func cpuTime(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
-}
-
-func rssKB(pid int) int {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "VmRSS:") {
-			n, _ := strconv.Atoi(strings.Fields(line)[1])
-			return n
-		}
-	}
-	return 0
 }

@@ -19,7 +19,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -30,6 +29,7 @@ import (
 	"github.com/smartybridge/smartybridge/decrypt"
 	"github.com/smartybridge/smartybridge/p1"
 	"github.com/smartybridge/smartybridge/p1/sim"
+	"github.com/smartybridge/smartybridge/tools/internal/benchkit"
 )
 
 func main() {
@@ -56,22 +56,11 @@ func run(bin string, meters, rounds, decryptors int, timeout time.Duration) erro
 	}
 	defer os.RemoveAll(dir)
 
-	l, _ := net.Listen("tcp", "127.0.0.1:0")
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	conf := filepath.Join(dir, "mosquitto.conf")
-	cfg := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\nmax_inflight_messages 0\n", port)
-	if os.Geteuid() == 0 {
-		cfg += "user root\n"
-	}
-	os.WriteFile(conf, []byte(cfg), 0o644)
-	mosq := exec.Command(lookPath("mosquitto", "/usr/sbin/mosquitto"), "-c", conf)
-	if err := mosq.Start(); err != nil {
-		return fmt.Errorf("mosquitto: %w", err)
+	mosq, addr, err := benchkit.Mosquitto(dir, "max_queued_messages 0\nmax_inflight_messages 0\n")
+	if err != nil {
+		return err
 	}
 	defer mosq.Process.Kill()
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	waitTCP(addr)
 
 	// Meters, their keys, their frames.
 	fmt.Printf("preparing %d frames of %d meters…\n", meters*rounds, meters)
@@ -139,10 +128,10 @@ func run(bin string, meters, rounds, decryptors int, timeout time.Duration) erro
 	}()
 	time.Sleep(2 * time.Second)
 
-	cpu0 := cpuTime(mosq.Process.Pid)
+	cpu0 := benchkit.CPUTime(mosq.Process.Pid)
 	var dcpu0 []time.Duration
 	for _, d := range decs {
-		dcpu0 = append(dcpu0, cpuTime(d.Process.Pid))
+		dcpu0 = append(dcpu0, benchkit.CPUTime(d.Process.Pid))
 	}
 	pub, err := client(addr, "splitbench-pub", nil)
 	if err != nil {
@@ -161,10 +150,10 @@ func run(bin string, meters, rounds, decryptors int, timeout time.Duration) erro
 		time.Sleep(50 * time.Millisecond)
 	}
 	elapsed := time.Duration(lastState.Load() - t0.UnixNano())
-	mcpu := cpuTime(mosq.Process.Pid) - cpu0
+	mcpu := benchkit.CPUTime(mosq.Process.Pid) - cpu0
 	var dcpu []string
 	for i, d := range decs {
-		dcpu = append(dcpu, (cpuTime(d.Process.Pid) - dcpu0[i]).String())
+		dcpu = append(dcpu, (benchkit.CPUTime(d.Process.Pid) - dcpu0[i]).String())
 	}
 	got := states.Load()
 	fmt.Printf("decryptors %d, meters %d, frames %d (%d states each), published in %s\n", decryptors, meters, len(frames), statesPer, published.Round(time.Millisecond))
@@ -194,36 +183,6 @@ func client(addr, id string, on func(paho.PublishReceived)) (*paho.Client, error
 }
 
 func ptr[T any](v T) *T { return &v }
-
-func lookPath(names ...string) string {
-	for _, n := range names {
-		if p, err := exec.LookPath(n); err == nil {
-			return p
-		}
-	}
-	return names[0]
-}
-
-func waitTCP(addr string) {
-	for range 500 {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-func cpuTime(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * time.Second / 100
-}
 
 func subTopic() string {
 	if os.Getenv("COUNTERS") != "" {
