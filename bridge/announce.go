@@ -30,7 +30,7 @@ type outgoing struct {
 // announceDirty publishes the discovery of every meter whose sensors
 // changed, or of all after a reconnection or Home Assistant's restart.
 func (b *Bridge) announceDirty(ctx context.Context) {
-	if !b.conn.up.Load() {
+	if !b.conn.up.Load() || b.connGen.Load() == 0 {
 		return // connected() marks everything again
 	}
 	var out []outgoing
@@ -45,7 +45,7 @@ func (b *Bridge) announceDirty(ctx context.Context) {
 		o := outgoing{meter: m}
 		if m.dirty {
 			o.msgs = b.discoveryMessages(m)
-			m.dirty = false
+			m.dirty, m.announcedGen = false, b.connGen.Load()
 		}
 		if m.avail {
 			o.avail, o.availTo = availability(m.online), discovery.AvailabilityTopic(b.o.TopicPrefix, id)

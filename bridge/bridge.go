@@ -70,6 +70,7 @@ type Bridge struct {
 
 	announce chan struct{}
 	ready    chan struct{} // closed once conn is set
+	connGen  atomic.Int64  // counts connections
 	split    *decryptor    // decrypt mode only
 	bytesIn  atomic.Int64
 	counts   counters
@@ -95,9 +96,11 @@ type meter struct {
 	sensors []discovery.Sensor
 	known   map[p1.OBIS]int // index into sensors
 	dirty   bool            // discovery must be (re)published
-	online  bool
-	avail   bool // availability must be (re)published
-	seen    time.Time
+	// announcedGen is the connection on which discovery last went out.
+	announcedGen int64
+	online       bool
+	avail        bool // availability must be (re)published
+	seen         time.Time
 
 	// Reading goroutine only.
 	topics    map[p1.OBIS]string
@@ -167,7 +170,10 @@ func (b *Bridge) run(ctx context.Context, co connectOptions, body func(context.C
 	connCtx, stopConn := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopConn()
 	co.statusTopic = b.statusTopic
-	co.onUp = func() { go b.connected(connCtx) }
+	co.onUp = func() {
+		b.connGen.Add(1)
+		go b.connected(connCtx)
+	}
 	co.onMessage = b.message
 	c, err := dial(connCtx, b.o.MQTT, co, b.log)
 	if err != nil {
@@ -490,7 +496,7 @@ func (b *Bridge) connected(ctx context.Context) {
 			b.log.Warn("cannot subscribe to Home Assistant's status; discovery is still sent on every connection", "err", err)
 		}
 	}
-	b.markAll()
+	b.markStale()
 }
 
 // message handles what the broker sends: Home Assistant's birth message.
@@ -509,6 +515,21 @@ func (b *Bridge) markAll() {
 	b.mu.Lock()
 	for _, m := range b.meters {
 		m.dirty, m.avail = true, true
+	}
+	b.mu.Unlock()
+	b.trigger()
+}
+
+// markStale marks, after a (re)connection, the meters whose discovery went
+// out on an earlier connection: the broker may have lost it. A meter first
+// seen on this connection is announced once, not twice.
+func (b *Bridge) markStale() {
+	b.mu.Lock()
+	gen := b.connGen.Load()
+	for _, m := range b.meters {
+		if m.announcedGen != gen {
+			m.dirty, m.avail = true, true
+		}
 	}
 	b.mu.Unlock()
 	b.trigger()
