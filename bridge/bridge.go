@@ -69,9 +69,9 @@ type Bridge struct {
 	meters map[string]*meter
 
 	announce chan struct{}
-	ready    chan struct{} // closed once conn is set
-	connGen  atomic.Int64  // counts connections
-	split    *decryptor    // decrypt mode only
+	ready    chan struct{}             // closed once conn is set
+	connGen  atomic.Int64              // counts connections
+	split    atomic.Pointer[decryptor] // decrypt mode only
 	bytesIn  atomic.Int64
 	counts   counters
 
@@ -488,8 +488,8 @@ func (b *Bridge) connected(ctx context.Context) {
 	if err := b.pub.publish(ctx, b.statusTopic, []byte("online"), 1, true); err != nil {
 		b.log.Debug("status not published", "err", err)
 	}
-	if b.split != nil {
-		b.split.subscribe(ctx)
+	if d := b.split.Load(); d != nil {
+		d.subscribe(ctx)
 	}
 	if b.o.Discovery != discovery.Off {
 		if err := b.conn.subscribe(ctx, b.o.DiscoveryPrefix+"/status"); err != nil {
@@ -501,7 +501,7 @@ func (b *Bridge) connected(ctx context.Context) {
 
 // message handles what the broker sends: Home Assistant's birth message.
 func (b *Bridge) message(topic string, payload []byte) {
-	if b.split != nil && b.split.message(topic, payload) {
+	if d := b.split.Load(); d != nil && d.message(topic, payload) {
 		return
 	}
 	if topic == b.o.DiscoveryPrefix+"/status" && string(payload) == "online" {

@@ -88,7 +88,7 @@ func (b *Bridge) RunDecrypt(ctx context.Context, o SplitOptions) error {
 	if err := d.load(); err != nil {
 		return err
 	}
-	b.split = d
+	b.split.Store(d)
 	co := connectOptions{sessionExpiry: uint32(o.SessionExpiry / time.Second)}
 	return b.run(ctx, co, func(ctx context.Context) error {
 		var wg sync.WaitGroup
@@ -101,18 +101,18 @@ func (b *Bridge) RunDecrypt(ctx context.Context, o SplitOptions) error {
 
 // Duplicates counts frames dropped because their counter did not grow.
 func (b *Bridge) Duplicates() int64 {
-	if b.split == nil {
-		return 0
+	if d := b.split.Load(); d != nil {
+		return d.duplicates.Load()
 	}
-	return b.split.duplicates.Load()
+	return 0
 }
 
 // Garbage counts raw messages that were no frame at all.
 func (b *Bridge) Garbage() int64 {
-	if b.split == nil {
-		return 0
+	if d := b.split.Load(); d != nil {
+		return d.garbage.Load()
 	}
-	return b.split.garbage.Load()
+	return 0
 }
 
 func (d *decryptor) rawFilter() string {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/smartybridge/smartybridge/decrypt"
 	"github.com/smartybridge/smartybridge/discovery"
+	"github.com/smartybridge/smartybridge/internal/crc16"
 	"github.com/smartybridge/smartybridge/internal/testenv"
 	"github.com/smartybridge/smartybridge/p1"
 	"github.com/smartybridge/smartybridge/p1/port"
@@ -221,7 +223,14 @@ func TestWrongKeyPublishesNothing(t *testing.T) {
 	h := start(t, testOptions(broker.URL, logs, decrypt.Options{Key: key(t, testKey)}), r)
 	sub.WaitValue("smarty/status/test", "online", 10*time.Second)
 	testenv.WaitFor(t, 5*time.Second, "warning", func() bool { return strings.Contains(logs.String(), "authentication failed on 1 frames in a row") })
+	// Bytes keep arriving, nothing decodes: one warning with the likely cause.
+	testenv.WaitFor(t, 5*time.Second, "no-telegram warning", func() bool {
+		return strings.Contains(logs.String(), "no valid telegram for a while") && strings.Contains(logs.String(), "fail authentication: check SMARTY_KEY")
+	})
 	h.stop(t)
+	if n := strings.Count(logs.String(), "no valid telegram for a while"); n != 1 {
+		t.Errorf("no-telegram warning %d times, want once", n)
+	}
 	for topic := range sub.Topics("") {
 		if topic != "smarty/status/test" {
 			t.Errorf("published %s with a wrong key", topic)
@@ -296,5 +305,54 @@ func TestTCPSourceAndKeyNeverLeaks(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "meter port opened") {
 		t.Errorf("no log of the TCP port")
+	}
+}
+
+// plainTelegram builds a DSMR telegram of meter SAG…0001 with the given
+// object lines and a valid CRC.
+func plainTelegram(lines ...string) []byte {
+	b := []byte("/Lux5\\253663629_D\r\n\r\n0-0:42.0.0(53414731303330373030303030303031)\r\n")
+	for _, l := range lines {
+		b = append(b, l+"\r\n"...)
+	}
+	b = append(b, '!')
+	b = append(b, fmt.Sprintf("%04X\r\n", crc16.Checksum(b))...)
+	return b
+}
+
+// TestDiscoveryGrowsAndTotalsNeverFall: a new OBIS code extends the
+// meter's discovery; a total lower than the last one is not published.
+func TestDiscoveryGrowsAndTotalsNeverFall(t *testing.T) {
+	broker := testenv.Mosquitto(t, "")
+	sub := testenv.Subscribe(t, broker.URL, "smarty/#", "homeassistant/#")
+	logs := &logBuffer{}
+	r := &slowReader{}
+	h := start(t, testOptions(broker.URL, logs, decrypt.Options{}), r)
+	sub.WaitValue("smarty/status/test", "online", 10*time.Second)
+	feed := func(tg []byte) {
+		r.mu.Lock()
+		r.chunks = append(r.chunks, tg)
+		r.mu.Unlock()
+	}
+	cfgTopic := "homeassistant/device/SAG1030700000001/config"
+	feed(plainTelegram("1-0:1.8.0(000100.000*kWh)"))
+	sub.WaitValue("smarty/SAG1030700000001/1-0:1.8.0", "100.000", 5*time.Second)
+	testenv.WaitFor(t, 5*time.Second, "discovery", func() bool { v, _ := sub.Get(cfgTopic); return strings.Contains(v, "1-0_1_8_0") })
+	if v, _ := sub.Get(cfgTopic); strings.Contains(v, "1-0_2_8_0") {
+		t.Fatal("export announced before the meter sent it")
+	}
+	feed(plainTelegram("1-0:1.8.0(000101.000*kWh)", "1-0:2.8.0(000005.000*kWh)"))
+	testenv.WaitFor(t, 5*time.Second, "discovery with the new code", func() bool { v, _ := sub.Get(cfgTopic); return strings.Contains(v, "1-0_2_8_0") })
+	feed(plainTelegram("1-0:1.8.0(000099.000*kWh)", "1-0:2.8.0(000006.000*kWh)"))
+	sub.WaitValue("smarty/SAG1030700000001/1-0:2.8.0", "6.000", 5*time.Second)
+	if v, _ := sub.Get("smarty/SAG1030700000001/1-0:1.8.0"); v != "101.000" {
+		t.Errorf("import total = %s after a lower reading; want it held at 101.000", v)
+	}
+	h.stop(t)
+	if s := h.b.Stats(); s.Decreasing != 1 {
+		t.Errorf("decreasing = %d, want 1", s.Decreasing)
+	}
+	if !strings.Contains(logs.String(), "a total went down; not publishing it") {
+		t.Error("the lower total was not logged")
 	}
 }

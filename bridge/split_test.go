@@ -356,3 +356,48 @@ func TestSplitOverTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestReplayAcrossRestartAndKeyChange: the last accepted counter survives a
+// restart of the decryptor (same state directory, broker's retained
+// counters wiped); a frame under a newly configured key starts a new
+// sequence even with a lower counter.
+func TestReplayAcrossRestartAndKeyChange(t *testing.T) {
+	broker := testenv.Mosquitto(t, "")
+	state := t.TempDir()
+	title := decrypt.Title{'S', 'A', 'G', 0x11, 0x22, 0x33, 0x44, 0x55}
+	oldKey, newKey := decrypt.Key{1, 2, 3}, decrypt.Key{4, 5, 6}
+	tg, err := os.ReadFile("../testdata/smarty-2026.telegram")
+	if err != nil {
+		t.Fatal(err)
+	}
+	frame := func(k decrypt.Key, counter uint32) []byte {
+		return decrypt.Seal(nil, k, decrypt.DefaultAuthKey, title, counter, tg)
+	}
+	pub := testenv.Subscribe(t, broker.URL)
+	topic := "smarty/raw/" + title.String()
+	run := func(k decrypt.Key, frames ...[]byte) *Bridge {
+		dec, stop := runDecryptor(t, opts(t, broker.URL, "dec", &logBuffer{}, decrypt.Options{Keys: map[decrypt.Title]decrypt.Key{title: k}}), SplitOptions{StateDir: state})
+		sub := testenv.Subscribe(t, broker.URL, "smarty/status/dec")
+		sub.WaitValue("smarty/status/dec", "online", 10*time.Second)
+		time.Sleep(300 * time.Millisecond)
+		for _, f := range frames {
+			publishRaw(t, pub.Client, topic, f)
+		}
+		testenv.WaitFor(t, 5*time.Second, "frames handled", func() bool {
+			return dec.Stats().Telegrams+dec.Duplicates()+dec.Stats().AuthFailures == int64(len(frames))
+		})
+		stop()
+		return dec
+	}
+	if d := run(oldKey, frame(oldKey, 500)); d.Stats().Telegrams != 1 {
+		t.Fatalf("first frame not accepted: %+v", d.Stats())
+	}
+	// Forget the broker's copy: only the state directory remembers.
+	pub.Client.Publish(context.Background(), &paho.Publish{Topic: "smarty/counter/" + title.String(), Retain: true, QoS: 1})
+	if d := run(oldKey, frame(oldKey, 500), frame(oldKey, 499)); d.Stats().Telegrams != 0 || d.Duplicates() != 2 {
+		t.Errorf("after a restart, replays accepted: %d telegrams, %d duplicates", d.Stats().Telegrams, d.Duplicates())
+	}
+	if d := run(newKey, frame(newKey, 0), frame(newKey, 1), frame(newKey, 1)); d.Stats().Telegrams != 2 || d.Duplicates() != 1 {
+		t.Errorf("new key: %d telegrams, %d duplicates; want a new sequence 0, 1 and the repeat dropped", d.Stats().Telegrams, d.Duplicates())
+	}
+}
