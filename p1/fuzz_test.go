@@ -131,5 +131,19 @@ func FuzzParse(f *testing.F) {
 		if !json.Valid(out) {
 			t.Fatalf("invalid JSON %s", out)
 		}
+		// The one-pass path for object lines must read exactly what the
+		// line-by-line path reads.
+		lineByLine = true
+		var slow Telegram
+		serr := slow.Parse(in)
+		lineByLine = false
+		if serr != nil || string(slow.AppendJSON(nil, Origin{})) != string(tg.AppendJSON(nil, Origin{})) || len(slow.Malformed) != len(tg.Malformed) {
+			t.Fatalf("paths disagree: %v\n%s\n%s", serr, slow.AppendJSON(nil, Origin{}), tg.AppendJSON(nil, Origin{}))
+		}
+		for i := range slow.Objects {
+			if slow.Objects[i].Line != tg.Objects[i].Line {
+				t.Fatalf("line numbers disagree")
+			}
+		}
 	})
 }

@@ -164,6 +164,13 @@ func (t *Telegram) Parse(b []byte) error {
 	line := 0
 	for len(body) > 0 {
 		line++
+		if line > 2 && body[0]-'0' <= 9 && !lineByLine {
+			// The common case, a well-formed object line, in one pass.
+			if n := t.parseObject(line, body); n > 0 {
+				body = body[n:]
+				continue
+			}
+		}
 		var l []byte
 		if i := bytes.IndexByte(body, '\n'); i >= 0 {
 			l, body = body[:i], body[i+1:]
@@ -234,6 +241,62 @@ func (t *Telegram) parseLine(line int, l []byte, strict bool) *SyntaxError {
 	return nil
 }
 
+// lineByLine turns the one-pass path off, so that tests can check that
+// both paths agree.
+var lineByLine = false
+
+// parseObject reads a well-formed object line at the start of body,
+// including its line end, and returns its length; 0 means anything else,
+// which parseLine then handles (and reports).
+func (t *Telegram) parseObject(line int, body []byte) int {
+	code, n, ok := parseOBIS(body)
+	if !ok || n == len(body) || body[n] != '(' {
+		return 0
+	}
+	start := len(t.vals)
+	for n < len(body) && body[n] == '(' {
+		star, end := -1, -1
+	scan:
+		for i := n + 1; i < len(body); i++ {
+			switch body[i] {
+			case ')':
+				end = i
+				break scan
+			case '*':
+				if star < 0 {
+					star = i
+				}
+			case '(', '\n':
+				break scan
+			}
+		}
+		if end < 0 || star == end-1 {
+			t.vals = t.vals[:start]
+			return 0
+		}
+		v := Value{Text: body[n+1 : end]}
+		if star >= 0 {
+			v = Value{Text: body[n+1 : star], Unit: body[star+1 : end]}
+		}
+		t.vals = append(t.vals, v)
+		n = end + 1
+	}
+	switch {
+	case n == len(body):
+	case body[n] == '\n':
+		n++
+	case body[n] == '\r' && n+1 < len(body) && body[n+1] == '\n':
+		n += 2
+	case body[n] == '\r' && n+1 == len(body):
+		n++
+	default:
+		t.vals = t.vals[:start]
+		return 0
+	}
+	t.Objects = append(t.Objects, Object{OBIS: code, Line: line, Values: t.vals[start:len(t.vals):len(t.vals)]})
+	return n
+}
+
 // appendValues reads "(v)(v*u)…" up to the end of l. One pass per value
 // finds its ')' and '*': values are short, so a plain loop beats searching
 // three times.
@@ -273,18 +336,26 @@ func (t *Telegram) appendValues(l []byte) string {
 	return ""
 }
 
-// parseOBIS reads A-B:C.D.E at the start of b and returns its length.
+// parseOBIS reads A-B:C.D.E at the start of b and returns its length. It
+// is on the hot path (once per line), hence the unrolled digits.
 func parseOBIS(b []byte) (o OBIS, n int, ok bool) {
 	var parts [5]uint8
-	seps := [4]byte{'-', ':', '.', '.'}
+	const seps = "-:.."
 	for k := range parts {
-		v, digits := 0, 0
-		for n < len(b) && b[n] >= '0' && b[n] <= '9' && digits < 3 {
-			v = v*10 + int(b[n]-'0')
-			n++
-			digits++
+		if n >= len(b) || b[n]-'0' > 9 {
+			return o, n, false
 		}
-		if digits == 0 || v > 255 {
+		v := uint(b[n] - '0')
+		n++
+		if n < len(b) && b[n]-'0' <= 9 {
+			v = v*10 + uint(b[n]-'0')
+			n++
+			if n < len(b) && b[n]-'0' <= 9 {
+				v = v*10 + uint(b[n]-'0')
+				n++
+			}
+		}
+		if v > 255 {
 			return o, n, false
 		}
 		parts[k] = uint8(v)
