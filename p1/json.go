@@ -55,7 +55,11 @@ func (t *Telegram) AppendJSON(dst []byte, from Origin) []byte {
 
 func (o *Object) appendJSON(dst []byte) []byte {
 	dst = append(dst, '"')
-	dst = o.OBIS.AppendText(dst)
+	if o.Code != nil {
+		dst = append(dst, o.Code...)
+	} else {
+		dst = o.OBIS.AppendText(dst)
+	}
 	dst = append(dst, `":{`...)
 	switch {
 	case o.OBIS.HexText():

@@ -86,6 +86,7 @@ func (o OBIS) HexText() bool {
 // Object is one line of a telegram: a code and its values.
 type Object struct {
 	OBIS   OBIS
+	Code   []byte  // the code as the telegram writes it ("1-0:1.8.0")
 	Line   int     // line number in the telegram
 	Values []Value // at least one
 }
@@ -237,7 +238,7 @@ func (t *Telegram) parseLine(line int, l []byte, strict bool) *SyntaxError {
 		t.vals = t.vals[:start]
 		return syntaxError(line, l, msg)
 	}
-	t.Objects = append(t.Objects, Object{OBIS: code, Line: line, Values: t.vals[start:len(t.vals):len(t.vals)]})
+	t.Objects = append(t.Objects, Object{OBIS: code, Code: l[:n], Line: line, Values: t.vals[start:len(t.vals):len(t.vals)]})
 	return nil
 }
 
@@ -253,6 +254,7 @@ func (t *Telegram) parseObject(line int, body []byte) int {
 	if !ok || n == len(body) || body[n] != '(' {
 		return 0
 	}
+	codeLen := n
 	start := len(t.vals)
 	for n < len(body) && body[n] == '(' {
 		star, end := -1, -1
@@ -293,7 +295,7 @@ func (t *Telegram) parseObject(line int, body []byte) int {
 		t.vals = t.vals[:start]
 		return 0
 	}
-	t.Objects = append(t.Objects, Object{OBIS: code, Line: line, Values: t.vals[start:len(t.vals):len(t.vals)]})
+	t.Objects = append(t.Objects, Object{OBIS: code, Code: body[:codeLen], Line: line, Values: t.vals[start:len(t.vals):len(t.vals)]})
 	return n
 }
 
