@@ -356,3 +356,33 @@ func TestDiscoveryGrowsAndTotalsNeverFall(t *testing.T) {
 		t.Error("the lower total was not logged")
 	}
 }
+
+// TestBrokerWithoutMQTT5: a broker that answers MQTT 5 with a 3.1.1
+// refusal gets a log line that names the likely cause.
+func TestBrokerWithoutMQTT5(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			buf := make([]byte, 512)
+			c.Read(buf)
+			c.Write([]byte{0x20, 0x02, 0x00, 0x01}) // 3.1.1: unacceptable protocol version
+			c.Close()
+		}
+	}()
+	logs := &logBuffer{}
+	h := start(t, testOptions("mqtt://"+l.Addr().String(), logs, decrypt.Options{}), &slowReader{})
+	testenv.WaitFor(t, 10*time.Second, "MQTT 5 hint", func() bool { return strings.Contains(logs.String(), "may not support MQTT 5") })
+	t.Log(logs.String())
+	h.stop(t)
+	if !strings.Contains(logs.String(), "cannot connect to MQTT broker") {
+		t.Errorf("no connection warning:\n%s", logs)
+	}
+}

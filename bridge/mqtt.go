@@ -5,10 +5,13 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/eclipse/paho.golang/autopaho"
@@ -126,6 +129,7 @@ func reasonString(p *paho.DisconnectProperties) string {
 func (c *conn) connectError(err error) {
 	n := c.failures.Add(1)
 	var ce *autopaho.ConnackError
+	var ne net.Error
 	hint := "check that the broker runs at this address and port"
 	switch {
 	case errors.As(err, &ce) && (ce.ReasonCode == 0x84 || ce.ReasonCode == 0x01):
@@ -134,10 +138,16 @@ func (c *conn) connectError(err error) {
 		hint = "the broker refused the login: check SMARTY_MQTT_USERNAME and SMARTY_MQTT_PASSWORD"
 	case errors.As(err, &ce):
 		hint = fmt.Sprintf("the broker refused the connection (reason code 0x%02X %s)", ce.ReasonCode, ce.Reason)
-	case n >= 3:
-		hint = "the broker is reachable but keeps dropping the connection: it may not support MQTT 5, or it needs TLS (mqtts://) or a login"
+	case errors.Is(err, syscall.ECONNREFUSED):
+		hint = "nothing listens there: check the host and port in SMARTY_MQTT_URL and that the broker runs"
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET):
+		hint = "the broker closed the connection during the handshake: it may not support MQTT 5 (smartybridge speaks MQTT 5 only), or it expects TLS (mqtts://) or a login"
+	case errors.As(err, &ne) && ne.Timeout():
+		hint = "no answer from the broker: check the host, the port and any firewall"
 	}
-	if n == 1 || n%10 == 0 {
+	// Once at once, again at the third attempt (a pattern by then), then
+	// every tenth.
+	if n == 1 || n == 3 || n%10 == 0 {
 		c.log.Warn("cannot connect to MQTT broker; retrying with backoff", "broker", c.url, "attempt", n, "err", err, "hint", hint)
 		return
 	}
@@ -150,11 +160,11 @@ func (c *conn) publish(ctx context.Context, topic string, payload []byte, qos by
 }
 
 // writeBatch writes QoS 0 packets built by appendPublish in one call. ok
-// is false when that is not possible (no connection, or TLS); the caller
-// then publishes through paho.
+// is false when there is no connection; the caller then publishes through
+// paho, which fails and counts.
 func (c *conn) writeBatch(packets []byte) (ok bool, err error) {
 	rc := c.current.Load()
-	if rc == nil || rc.tls || !c.up.Load() {
+	if rc == nil || !c.up.Load() {
 		return false, nil
 	}
 	_, err = rc.Write(packets)

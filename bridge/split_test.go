@@ -32,6 +32,7 @@ func splitInput(t *testing.T, n int) ([]byte, decrypt.Options) {
 		in = m.Frame(in, time.Date(2026, 5, 1, 12, 0, 10*i, 0, time.UTC))
 	}
 	in = append(in, readFile(t, "smarty-2026.frame")...)
+	in = append(in, readFile(t, "dsmr5-nl.telegram")...) // a plain meter rides along
 	sysid, _ := decrypt.ParseTitle("SYSTEMID")
 	return in, decrypt.Options{Keys: map[decrypt.Title]decrypt.Key{m.Title(): sim.DemoKey, sysid: *key(t, testKey)}}
 }
@@ -106,7 +107,7 @@ func TestSplitMatchesBridge(t *testing.T) {
 	go func() { fdone <- fwd.Run(ctx, pr) }()
 	time.Sleep(500 * time.Millisecond) // the decryptor has subscribed
 	pw.Write(in)
-	testenv.WaitFor(t, 10*time.Second, "all frames decoded", func() bool { return dec.Stats().Telegrams == 5 })
+	testenv.WaitFor(t, 10*time.Second, "all frames decoded", func() bool { return dec.Stats().Telegrams == 6 })
 	testenv.WaitFor(t, 10*time.Second, "all frames confirmed", func() bool { return fwd.Queued() == 0 })
 	cancel()
 	pw.Close()
@@ -338,6 +339,9 @@ func TestSplitOverTLS(t *testing.T) {
 	}
 	in, keys := splitInput(t, 3)
 	dec, _ := runDecryptor(t, tlsOpts("dec", keys), SplitOptions{StateDir: t.TempDir()})
+	status := testenv.Subscribe(t, broker.URL, "smarty/status/dec")
+	status.WaitValue("smarty/status/dec", "online", 10*time.Second)
+	time.Sleep(300 * time.Millisecond) // subscribed to the raw topics
 	fwd, err := NewForwarder(tlsOpts("fwd", decrypt.Options{}), ForwardOptions{Device: "test", StateDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -346,11 +350,17 @@ func TestSplitOverTLS(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- fwd.Run(ctx, &slowReader{chunks: [][]byte{in}}) }()
-	testenv.WaitFor(t, 15*time.Second, "frames over TLS", func() bool { return dec.Stats().Telegrams == 4 && fwd.Queued() == 0 })
-	// States went through paho one by one (no batching over TLS): check
-	// they reached the broker, on its plain listener.
+	testenv.WaitFor(t, 15*time.Second, "frames over TLS", func() bool { return dec.Stats().Telegrams == 5 && fwd.Queued() == 0 })
+	// Check on the broker's plain listener that the states arrived whole.
 	sub := testenv.Subscribe(t, broker.URL, "smarty/SAG1030700012701/#")
 	sub.WaitValue("smarty/SAG1030700012701/1-0:1.8.0", "273.764", 5*time.Second)
+	want := expectedStates(t)
+	testenv.WaitFor(t, 5*time.Second, "every state", func() bool { return len(sub.Topics("smarty/SAG1030700012701/")) == len(want)+1 })
+	for topic, v := range want {
+		if got, _ := sub.Get(topic); got != v {
+			t.Errorf("%s = %q over TLS, want %q", topic, got, v)
+		}
+	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -399,5 +409,46 @@ func TestReplayAcrossRestartAndKeyChange(t *testing.T) {
 	}
 	if d := run(newKey, frame(newKey, 0), frame(newKey, 1), frame(newKey, 1)); d.Stats().Telegrams != 2 || d.Duplicates() != 1 {
 		t.Errorf("new key: %d telegrams, %d duplicates; want a new sequence 0, 1 and the repeat dropped", d.Stats().Telegrams, d.Duplicates())
+	}
+}
+
+// TestForwarderWithoutDecryptor: nobody confirms, so the forwarder keeps
+// its bounded queue (dropping the oldest, with a warning) and says once
+// that no decryptor answers.
+func TestForwarderWithoutDecryptor(t *testing.T) {
+	broker := testenv.Mosquitto(t, "")
+	logs := &logBuffer{}
+	m := sim.New(sim.Options{Start: time.Now()})
+	fwd, err := NewForwarder(opts(t, broker.URL, "fwd", logs, decrypt.Options{}),
+		ForwardOptions{Device: "test", StateDir: t.TempDir(), QueueMax: 3, ResendAfter: 500 * time.Millisecond, StuckAfter: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := testenv.Subscribe(t, broker.URL, "smarty/raw/#")
+	var in []byte
+	for i := range 5 {
+		in = m.Frame(in, time.Now().Add(time.Duration(i)*10*time.Second))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- fwd.Run(ctx, &slowReader{chunks: [][]byte{in}}) }()
+	testenv.WaitFor(t, 10*time.Second, "stuck warning", func() bool {
+		return strings.Contains(logs.String(), "no decryptor has confirmed frames for a while")
+	})
+	cancel()
+	<-done
+	if _, _, dropped := fwd.Stats(); dropped != 2 || fwd.Queued() != 3 {
+		t.Errorf("dropped %d, queued %d; want 2 and 3", dropped, fwd.Queued())
+	}
+	if !strings.Contains(logs.String(), "queue full: dropped the oldest frames") {
+		t.Error("no warning when the queue overflowed")
+	}
+	if n := strings.Count(logs.String(), "no decryptor has confirmed frames for a while"); n != 1 {
+		t.Errorf("stuck warning %d times", n)
+	}
+	// One frame in flight: only the oldest queued frame was sent (again).
+	if n := sub.N("smarty/raw/" + m.Title().String()); n < 2 {
+		t.Errorf("the unconfirmed frame was sent %d times; want it re-sent", n)
 	}
 }
