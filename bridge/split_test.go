@@ -355,13 +355,12 @@ func TestSplitOverTLS(t *testing.T) {
 	sub := testenv.Subscribe(t, broker.URL, "smarty/SAG1030700012701/#")
 	sub.WaitValue("smarty/SAG1030700012701/1-0:1.8.0", "273.764", 5*time.Second)
 	want := expectedStates(t)
-	time.Sleep(2 * time.Second)
-	for k := range want {
-		if _, ok := sub.Get(k); !ok {
-			t.Log("missing", k)
+	for topic, v := range want {
+		if v == "" {
+			delete(want, topic) // an empty retained message deletes the retained state
 		}
 	}
-	t.Log(len(sub.Topics("smarty/SAG1030700012701/")), len(want))
+	testenv.WaitFor(t, 5*time.Second, "every state", func() bool { return len(sub.Topics("smarty/SAG1030700012701/")) == len(want)+1 })
 	for topic, v := range want {
 		if got, _ := sub.Get(topic); got != v {
 			t.Errorf("%s = %q over TLS, want %q", topic, got, v)
