@@ -257,28 +257,10 @@ func (t *Telegram) parseObject(line int, body []byte) int {
 	codeLen := n
 	start := len(t.vals)
 	for n < len(body) && body[n] == '(' {
-		star, end := -1, -1
-	scan:
-		for i := n + 1; i < len(body); i++ {
-			switch body[i] {
-			case ')':
-				end = i
-				break scan
-			case '*':
-				if star < 0 {
-					star = i
-				}
-			case '(', '\n':
-				break scan
-			}
-		}
-		if end < 0 || star == end-1 {
+		v, end, msg := scanValue(body, n)
+		if msg != "" {
 			t.vals = t.vals[:start]
 			return 0
-		}
-		v := Value{Text: body[n+1 : end]}
-		if star >= 0 {
-			v = Value{Text: body[n+1 : star], Unit: body[star+1 : end]}
 		}
 		t.vals = append(t.vals, v)
 		n = end + 1
@@ -307,35 +289,41 @@ func (t *Telegram) appendValues(l []byte) string {
 		if l[0] != '(' {
 			return "text after the values"
 		}
-		star, end := -1, -1
-	scan:
-		for i := 1; i < len(l); i++ {
-			switch l[i] {
-			case ')':
-				end = i
-				break scan
-			case '*':
-				if star < 0 {
-					star = i
-				}
-			case '(':
-				return "'(' inside a value"
-			}
-		}
-		if end < 0 {
-			return "unclosed '('"
-		}
-		v := Value{Text: l[1:end]}
-		if star >= 0 {
-			v = Value{Text: l[1:star], Unit: l[star+1 : end]}
-			if len(v.Unit) == 0 {
-				return "empty unit after '*'"
-			}
+		v, end, msg := scanValue(l, 0)
+		if msg != "" {
+			return msg
 		}
 		t.vals = append(t.vals, v)
 		l = l[end+1:]
 	}
 	return ""
+}
+
+// scanValue reads the value whose '(' is at b[open] and returns it with the
+// index of its ')', or what is wrong with it.
+func scanValue(b []byte, open int) (v Value, end int, msg string) {
+	star := -1
+	for i := open + 1; i < len(b); i++ {
+		switch b[i] {
+		case ')':
+			if star < 0 {
+				return Value{Text: b[open+1 : i]}, i, ""
+			}
+			if star == i-1 {
+				return v, i, "empty unit after '*'"
+			}
+			return Value{Text: b[open+1 : star], Unit: b[star+1 : i]}, i, ""
+		case '*':
+			if star < 0 {
+				star = i
+			}
+		case '(':
+			return v, i, "'(' inside a value"
+		case '\n':
+			return v, i, "unclosed '('"
+		}
+	}
+	return v, len(b), "unclosed '('"
 }
 
 // parseOBIS reads A-B:C.D.E at the start of b and returns its length. It
