@@ -13,7 +13,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -299,10 +298,7 @@ func TestAddonEndToEnd(t *testing.T) {
 	frame, _ := os.ReadFile("testdata/smarty-2026.frame")
 	pty.Write(frame)
 	sub.WaitValue("smarty/SAG1030700012701/1-0:1.8.0", "273.764", 5*time.Second)
-	cmd.Process.Signal(syscall.SIGTERM)
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("exit: %v\n%s", err, stderr)
-	}
+	stopProcess(t, cmd) // SIGTERM, then a clean exit 0
 	sub.WaitValue("smarty/status/smartybridge-addon", "offline", 5*time.Second)
 	if b, _ := os.ReadFile(health); !strings.HasPrefix(string(b), "up ") {
 		t.Errorf("health file %q, want up", b)

@@ -86,18 +86,7 @@ func TestSIGTERM(t *testing.T) {
 	frame, _ := os.ReadFile("testdata/smarty-2026.frame")
 	pty.Write(frame)
 	sub.WaitValue("smarty/SAG1030700012701/1-0:1.8.0", "273.764", 5*time.Second)
-	cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("exit: %v\n%s", err, stderr)
-		}
-	case <-time.After(10 * time.Second):
-		cmd.Process.Kill()
-		t.Fatalf("no exit after SIGTERM\n%s", stderr)
-	}
+	stopProcess(t, cmd) // SIGTERM, then a clean exit 0
 	sub.WaitValue("smarty/status/sigterm", "offline", 5*time.Second)
 	sub.WaitValue("smarty/SAG1030700012701/availability", "offline", 5*time.Second)
 	if strings.Contains(stderr.String(), testKey) {
