@@ -1,4 +1,19 @@
-// Package bridge carries meter telegrams to MQTT: it is the only package
-// that talks to a broker. It also holds the Decoder that every mode shares
-// to turn frames into telegrams.
+// Package bridge carries meter telegrams to MQTT; it is the only package
+// that talks to a broker (paho.golang autopaho, MQTT 5).
+//
+//	bridge mode   port ─► p1.Scanner ─► Decoder ─► states, discovery, availability
+//	forward mode  port ─► p1.Scanner ─► spool ─► <prefix>/raw/<TITLE>        (Forwarder)
+//	decrypt mode  <prefix>/raw/+ ─► replay check ─► Decoder ─► as bridge mode (Bridge.RunDecrypt)
+//
+// Topics (DESIGN.md §4):
+//
+//	<discovery>/device/<meter>/config    retained Home Assistant discovery
+//	<prefix>/<meter>/<OBIS>              retained state, plain value
+//	<prefix>/<meter>/availability        online / offline (meter silent)
+//	<prefix>/status/<client-id>          online / offline (Last Will)
+//	<prefix>/raw/<TITLE>                 forwarded frame, QoS 1
+//	<prefix>/counter/<TITLE>             retained last accepted frame counter
+//
+// A telegram's state messages leave in one write (batch.go); decoding
+// errors become counters and one actionable log line, never a crash.
 package bridge
