@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -104,7 +105,7 @@ func TestDemo(t *testing.T) {
 	}
 	defer cmd.Process.Kill()
 	testenv.WaitFor(t, 10*time.Second, "embedded broker", func() bool {
-		c, err := (&testenv.Dialer{}).Dial(addr)
+		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.Close()
 		}

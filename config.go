@@ -180,8 +180,8 @@ func (s secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
 // loadConfig reads and checks the environment.
 func loadConfig() (Config, error) {
 	var c Config
-	if err := envconfig.Process(envPrefix, &c); err != nil {
-		return c, configError{err}
+	if err := processEnv(&c); err != nil {
+		return c, err
 	}
 	if err := c.Validate(); err != nil {
 		return c, configError{err}
@@ -291,8 +291,14 @@ func parseLevel(s string) (slog.Level, error) {
 	return l, nil
 }
 
-// envconfigProcess reads SMARTY_* variables into spec.
-func envconfigProcess(spec any) error { return envconfig.Process(envPrefix, spec) }
+// processEnv fills spec from the SMARTY_* variables; a bad value is a
+// configuration error (exit 2).
+func processEnv(spec any) error {
+	if err := envconfig.Process(envPrefix, spec); err != nil {
+		return configError{err}
+	}
+	return nil
+}
 
 // stateDir is SMARTY_STATE_DIR or its default.
 func (c *Config) stateDir() string {

@@ -8,8 +8,6 @@ import (
 	"io"
 	"os"
 
-	"github.com/kelseyhightower/envconfig"
-
 	"github.com/smartybridge/smartybridge/bridge"
 	"github.com/smartybridge/smartybridge/decrypt"
 	"github.com/smartybridge/smartybridge/p1"
@@ -31,8 +29,8 @@ type decodeCounts struct {
 
 func runDecode(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	var cfg decodeConfig
-	if err := envconfig.Process(envPrefix, &cfg); err != nil {
-		return configError{err}
+	if err := processEnv(&cfg); err != nil {
+		return err
 	}
 	if err := cfg.loadKeysFile(); err != nil {
 		return configError{err}

@@ -86,14 +86,6 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer) error {
 	return err
 }
 
-// processEnv fills a struct of extra settings from the environment.
-func processEnv(spec any) error {
-	if err := envconfigProcess(spec); err != nil {
-		return configError{err}
-	}
-	return nil
-}
-
 // startBroker starts the embedded MQTT broker.
 func startBroker(addr string, log *slog.Logger) (stop func(), bound string, err error) {
 	l, err := net.Listen("tcp", addr)

@@ -267,12 +267,12 @@ func (b *Bridge) handle(ctx context.Context, tg *p1.Telegram, from p1.Origin) {
 
 // monotonic reports whether o may be published: a total that went down is
 // held back and logged (once until it recovers).
+//
+// It runs in the reading goroutine, the only writer of m.known and
+// m.sensors, so it reads them without taking b.mu.
 func (b *Bridge) monotonic(m *meter, o *p1.Object) bool {
-	b.mu.Lock()
 	i, ok := m.known[o.OBIS]
-	mono := ok && m.sensors[i].Monotonic()
-	b.mu.Unlock()
-	if !mono {
+	if !ok || !m.sensors[i].Monotonic() {
 		return true
 	}
 	f, ok := o.Reading().Float()

@@ -206,7 +206,9 @@ func (f *Forwarder) read(ctx context.Context, src io.Reader) error {
 			continue
 		}
 		f.mu.Lock()
-		f.entries = slices.DeleteFunc(f.entries, func(x *entry) bool { return !f.spool.Has(x.seq) })
+		if dropped > 0 {
+			f.entries = slices.DeleteFunc(f.entries, func(x *entry) bool { return !f.spool.Has(x.seq) })
+		}
 		f.entries = append(f.entries, e)
 		if !f.titles[e.title] {
 			f.titles[e.title] = true

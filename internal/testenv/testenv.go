@@ -181,9 +181,3 @@ func (p *PTY) Stop() {
 		p.cmd = nil
 	}
 }
-
-// Dialer checks that something listens at an address.
-type Dialer struct{}
-
-// Dial connects over TCP with a short timeout.
-func (Dialer) Dial(addr string) (net.Conn, error) { return net.DialTimeout("tcp", addr, time.Second) }
