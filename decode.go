@@ -21,6 +21,7 @@ type decodeConfig struct {
 // decodeCounts tallies one decode run for its summary line.
 type decodeCounts struct {
 	decoded   int
+	bareLF    int // telegrams whose lines end in LF without CR
 	rejected  map[string]int
 	authKey   int // authentication failures where the key itself was right
 	noKeyFor  map[decrypt.Title]bool
@@ -65,6 +66,9 @@ func runDecode(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 			fmt.Fprintf(stderr, "smartybridge: skipped a line: %v\n", e)
 		}
 		c.decoded++
+		if tg.BareLF {
+			c.bareLF++
+		}
 		line = append(tg.AppendJSON(line[:0], from), '\n')
 		if _, err := out.Write(line); err != nil {
 			return err
@@ -74,12 +78,17 @@ func runDecode(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		return err
 	}
 	st := sc.Stats()
-	fmt.Fprintf(stderr, "smartybridge: decoded %d telegrams; rejected %d authentication, %d no key, %d CRC, %d malformed, %d too long; %d bytes skipped\n",
-		c.decoded, c.rejected["authentication"], c.rejected["no key"], c.rejected["crc"]+st.BadCRC, c.rejected["malformed"], st.TooLong, st.Skipped)
+	lf := ""
+	if c.bareLF > 0 {
+		lf = fmt.Sprintf(" (%d with bare LF line ends, no CR: a gateway or ser2net strips it; fine while the CRC matches)", c.bareLF)
+	}
+	fmt.Fprintf(stderr, "smartybridge: decoded %d telegrams%s; rejected %d authentication, %d no key, %d CRC, %d malformed, %d too long; %d bytes skipped\n",
+		c.decoded, lf, c.rejected["authentication"], c.rejected["no key"], c.rejected["crc"]+st.BadCRC, c.rejected["malformed"], st.TooLong, st.Skipped)
 	if err := sc.Err(); err != nil {
 		return fmt.Errorf("read input: %w", err)
 	}
-	if c.decoded == 0 && st.Frames+st.Rejected > 0 {
+	// Plain telegrams with a bad CRC never become frames: count them too.
+	if c.decoded == 0 && st.Frames+st.Rejected+st.BadCRC > 0 {
 		return errNothingDecoded
 	}
 	return nil

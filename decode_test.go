@@ -5,11 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/smartybridge/smartybridge/internal/crc16"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/golden")
@@ -117,8 +120,20 @@ func TestDecodeMatchesExpected(t *testing.T) {
 	}
 }
 
+// lfOnly turns a CR LF telegram into one with bare LF line ends and the
+// CRC of those bytes, as a gateway that strips CR and recomputes it sends.
+func lfOnly(telegram []byte) []byte {
+	b := bytes.ReplaceAll(telegram, []byte("\r\n"), []byte("\n"))
+	bang := bytes.LastIndexByte(b, '!')
+	return fmt.Appendf(b[:bang+1:bang+1], "%04X\n", crc16.Checksum(b[:bang+1]))
+}
+
 func TestDecodeErrorsAndStatus(t *testing.T) {
 	frame, _ := os.ReadFile("testdata/smarty-2018-real.frame")
+	plain, _ := os.ReadFile("testdata/dsmr5-nl.telegram")
+	// A Warmtelink heat meter drops the CRC's leading zero (see
+	// p1/oldmeters_test.go for the source).
+	heat := []byte("/AUR2NWA-MYRSKY\r\n\r\n1-3:0.2.8(50)\r\n0-0:1.0.0(220107195809W)\r\n0-0:96.1.1(0)\r\n0-1:24.1.0(004)\r\n0-1:96.1.0(123456789A1B2410)\r\n0-1:24.2.1(220107195809W)(0.477*GJ)\r\n!D8C\r\n")
 	tests := []struct {
 		name     string
 		env      map[string]string
@@ -137,6 +152,9 @@ func TestDecodeErrorsAndStatus(t *testing.T) {
 		{"bad key", map[string]string{"SMARTY_KEY": "1234"}, frame, nil, 2, "32 hexadecimal digits", 0},
 		{"bad keys entry", map[string]string{"SMARTY_KEYS": "534147677001BD54"}, frame, nil, 2, "TITLE:KEY", 0},
 		{"missing file", map[string]string{"SMARTY_KEY": realKey}, nil, []string{"testdata/smarty-2026.frame", "testdata/nope.frame"}, 2, "nope.frame", 0},
+		{"plain CRC mismatch", nil, bytes.Replace(plain, []byte("000004.426"), []byte("000004.427"), 1), nil, 1, "rejected 0 authentication, 0 no key, 1 CRC", 0},
+		{"plain, bare LF", nil, lfOnly(plain), nil, 0, "decoded 1 telegrams (1 with bare LF line ends", 1},
+		{"three-digit CRC", nil, heat, nil, 0, "decoded 1 telegrams;", 1},
 		{"garbage around a frame", map[string]string{"SMARTY_KEY": realKey}, append(append([]byte("\xDB\x08xx/"), frame...), frame[:99]...), nil, 0, "decoded 1 telegrams", 1},
 	}
 	for _, tt := range tests {

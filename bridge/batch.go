@@ -4,15 +4,14 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/binary"
-	"fmt"
-	"io"
+	"errors"
 	"net"
 	"net/url"
-	"os"
-	"syscall"
+	"sync"
 	"time"
 
 	"github.com/eclipse/paho.golang/autopaho"
+	"github.com/eclipse/paho.golang/packets"
 )
 
 // Sending a telegram's states in one write.
@@ -25,15 +24,21 @@ import (
 // encodes them itself into one buffer and writes it to the connection in a
 // single Write call.
 //
-// That is only safe where every write is atomic with respect to paho's
-// own: Go sends each paho packet with one writev, and each of our buffers
-// with one write, under the descriptor's write lock. A tls.Conn has no
-// writev: paho writes a packet to it in several calls, and two goroutines
-// (a publish, a PUBACK, a PINGREQ) can interleave them and corrupt the
-// stream. So over TLS paho gets one end of a Unix socket pair, which has
-// writev, and two goroutines copy between the other end and the TLS
-// connection: every packet, paho's or ours, then reaches TLS whole and in
-// order.
+// Why that is safe (checked against paho.golang v0.23.0; re-check on every
+// upgrade, TestBatchesInterleavedOverTLS fails if this stops holding):
+//   - paho writes every packet with packets.ControlPacket.WriteTo, which
+//     takes the connection's lock when the connection implements
+//     sync.Locker (packets/packets.go) and then writes the packet, in one
+//     writev on a TCP socket but in several Write calls on a tls.Conn.
+//   - autopaho wraps its TLS connections in packets.NewThreadSafeConn for
+//     that reason; our dialer wraps every connection, TCP and TLS, the same
+//     way (autopaho's AttemptConnection contract).
+//   - writeBatch takes that same lock around its one Write, so a batch
+//     never lands inside one of paho's packets, nor one of paho's inside a
+//     batch.
+//   - The batch only holds QoS 0 PUBLISH packets without properties or
+//     topic aliases, which need no packet identifier and no session state
+//     in paho.
 
 // appendPublish appends an MQTT 5 PUBLISH packet, QoS 0, with no
 // properties.
@@ -50,67 +55,41 @@ func appendPublish(dst []byte, topic string, payload []byte, retain bool) []byte
 	return append(dst, payload...)
 }
 
-// rawConn is the connection paho uses, kept so that batches can be written
-// to it.
-type rawConn struct {
+// lockedConn is the connection paho writes to: a net.Conn that is also a
+// sync.Locker, so that paho and writeBatch take turns per packet.
+type lockedConn interface {
 	net.Conn
+	sync.Locker
 }
 
-// dialKeep connects like autopaho would (TCP, or TLS for mqtts/ssl/tls) and
-// hands the connection to keep before paho gets it.
-func dialKeep(tlsCfg *tls.Config, keep func(*rawConn)) func(context.Context, autopaho.ClientConfig, *url.URL) (net.Conn, error) {
+// dialKeep connects like autopaho would (TCP, or TLS for mqtts/ssl/tls),
+// wraps the connection in paho's own thread-safe connection, and hands it
+// to keep before paho gets it.
+func dialKeep(tlsCfg *tls.Config, keep func(lockedConn)) func(context.Context, autopaho.ClientConfig, *url.URL) (net.Conn, error) {
 	return func(ctx context.Context, cfg autopaho.ClientConfig, u *url.URL) (net.Conn, error) {
 		ctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
 		defer cancel()
 		nd := &net.Dialer{Timeout: 10 * time.Second}
 		var c net.Conn
+		var err error
 		switch u.Scheme {
 		case "mqtts", "ssl", "tls", "tcps", "mqtt+ssl":
 			d := tls.Dialer{NetDialer: nd, Config: tlsCfg}
-			tc, err := d.DialContext(ctx, "tcp", u.Host)
-			if err != nil {
-				return nil, err
-			}
-			if c, err = spliced(tc); err != nil {
-				tc.Close()
-				return nil, err
-			}
+			c, err = d.DialContext(ctx, "tcp", u.Host)
 		default:
-			var err error
-			if c, err = nd.DialContext(ctx, "tcp", u.Host); err != nil {
-				return nil, err
-			}
+			c, err = nd.DialContext(ctx, "tcp", u.Host)
 		}
-		keep(&rawConn{Conn: c})
-		return c, nil
-	}
-}
-
-// spliced returns one end of a Unix socket pair whose other end is copied
-// to and from conn, until either side closes.
-func spliced(conn net.Conn) (net.Conn, error) {
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("socket pair: %w", err)
-	}
-	ends := make([]net.Conn, 2)
-	for i, fd := range fds {
-		f := os.NewFile(uintptr(fd), "mqtt-splice")
-		ends[i], err = net.FileConn(f)
-		f.Close()
 		if err != nil {
-			for _, e := range ends[:i] {
-				e.Close()
-			}
-			return nil, fmt.Errorf("socket pair: %w", err)
+			return nil, err
 		}
+		lc, ok := packets.NewThreadSafeConn(c).(lockedConn)
+		if !ok {
+			// paho changed its thread-safe connection: batches would no
+			// longer be safe (TestBatchesInterleavedOverTLS shows it).
+			c.Close()
+			return nil, errors.New("paho's thread-safe connection is not a sync.Locker (paho upgrade?)")
+		}
+		keep(lc)
+		return lc, nil
 	}
-	copyThenClose := func(dst, src net.Conn) {
-		io.Copy(dst, src)
-		dst.Close()
-		src.Close()
-	}
-	go copyThenClose(conn, ends[1])
-	go copyThenClose(ends[1], conn)
-	return ends[0], nil
 }

@@ -386,3 +386,47 @@ func TestBrokerWithoutMQTT5(t *testing.T) {
 		t.Errorf("no connection warning:\n%s", logs)
 	}
 }
+
+// TestOldMeterOverMQTT: a DSMR 2.2 telegram (dsmr_parser's TELEGRAM_V2_2
+// form, no CRC) gives its gas reading from the continuation line in m³;
+// an empty M-Bus slot (700101010000W) is neither announced nor published.
+func TestOldMeterOverMQTT(t *testing.T) {
+	broker := testenv.Mosquitto(t, "")
+	sub := testenv.Subscribe(t, broker.URL, "smarty/#", "homeassistant/#")
+	tg := "/ISk5\\2MT382-1004\r\n\r\n0-0:96.1.1(4B384547303034303436333935353037)\r\n1-0:1.8.1(00001.001*kWh)\r\n" +
+		"0-1:24.1.0(3)\r\n0-1:24.3.0(161107190000)(00)(60)(1)(0-1:24.2.1)(m3)\r\n(00001.001)\r\n" +
+		"0-2:24.1.0(003)\r\n0-2:24.2.1(700101010000W)(00000000)\r\n!\r\n"
+	h := start(t, testOptions(broker.URL, &logBuffer{}, decrypt.Options{}), &slowReader{chunks: [][]byte{[]byte(tg)}})
+	const meter = "K8EG004046395507"
+	sub.WaitValue("smarty/"+meter+"/0-1:24.3.0", "1.001", 10*time.Second)
+	testenv.WaitFor(t, 5*time.Second, "discovery", func() bool {
+		v, _ := sub.Get("homeassistant/device/" + meter + "/config")
+		return strings.Contains(v, "0-1_24_3_0")
+	})
+	cfg, _ := sub.Get("homeassistant/device/" + meter + "/config")
+	var dev struct {
+		Components map[string]map[string]any `json:"components"`
+	}
+	if err := json.Unmarshal([]byte(cfg), &dev); err != nil {
+		t.Fatal(err)
+	}
+	gas := 0
+	for id, c := range dev.Components {
+		if strings.Contains(id, "24_3_0") {
+			gas++
+			if c["device_class"] != "gas" || c["unit_of_measurement"] != "m³" || c["state_class"] != "total_increasing" {
+				t.Errorf("gas component %v", c)
+			}
+		}
+		if strings.Contains(id, "0-2_24_2_1") {
+			t.Errorf("empty slot announced: %v", c)
+		}
+	}
+	if gas != 1 {
+		t.Errorf("%d gas components in %s", gas, cfg)
+	}
+	h.stop(t)
+	if _, ok := sub.Get("smarty/" + meter + "/0-2:24.2.1"); ok {
+		t.Errorf("empty M-Bus slot published")
+	}
+}

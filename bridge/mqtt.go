@@ -43,7 +43,7 @@ type conn struct {
 	url      string
 	failures atomic.Int64
 	up       atomic.Bool
-	current  atomic.Pointer[rawConn]
+	current  atomic.Pointer[lockedConn]
 }
 
 // connectOptions are the hooks of one connection.
@@ -54,6 +54,7 @@ type connectOptions struct {
 	sessionExpiry uint32
 	onUp          func()                             // after every (re)connection; must not block
 	onMessage     func(topic string, payload []byte) // every received message
+	keepAlive     uint16                             // seconds; 0 means 30
 }
 
 // dial starts connecting in the background and returns at once; autopaho
@@ -63,10 +64,13 @@ func dial(ctx context.Context, o MQTTOptions, co connectOptions, log *slog.Logge
 		return nil, errors.New("no broker URL")
 	}
 	c := &conn{log: log, url: redactURL(o.URL)}
+	if co.keepAlive == 0 {
+		co.keepAlive = 30
+	}
 	cfg := autopaho.ClientConfig{
 		ServerUrls:                    []*url.URL{o.URL},
 		TlsCfg:                        o.TLS,
-		KeepAlive:                     30,
+		KeepAlive:                     co.keepAlive,
 		CleanStartOnInitialConnection: co.sessionExpiry == 0,
 		SessionExpiryInterval:         co.sessionExpiry,
 		ConnectTimeout:                10 * time.Second,
@@ -90,7 +94,7 @@ func dial(ctx context.Context, o MQTTOptions, co connectOptions, log *slog.Logge
 			return true
 		},
 		OnConnectError:    c.connectError,
-		AttemptConnection: dialKeep(o.TLS, c.current.Store),
+		AttemptConnection: dialKeep(o.TLS, func(lc lockedConn) { c.current.Store(&lc) }),
 		ClientConfig: paho.ClientConfig{
 			ClientID: o.ClientID,
 			OnClientError: func(err error) {
@@ -163,11 +167,14 @@ func (c *conn) publish(ctx context.Context, topic string, payload []byte, qos by
 // is false when there is no connection; the caller then publishes through
 // paho, which fails and counts.
 func (c *conn) writeBatch(packets []byte) (ok bool, err error) {
-	rc := c.current.Load()
-	if rc == nil || !c.up.Load() {
+	p := c.current.Load()
+	if p == nil || !c.up.Load() {
 		return false, nil
 	}
-	_, err = rc.Write(packets)
+	lc := *p
+	lc.Lock() // the lock paho takes for each of its packets (batch.go)
+	_, err = lc.Write(packets)
+	lc.Unlock()
 	return true, err
 }
 

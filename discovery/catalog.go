@@ -154,7 +154,8 @@ func mbusEntry(code p1.OBIS, deviceType int) (entry, bool) {
 		return info(fmt.Sprintf("M-Bus %d ID", n), "mdi:identifier", HiddenDiagnostic), true
 	case code.C == 24 && code.D == 4 && code.E == 0:
 		return info(fmt.Sprintf("M-Bus %d valve", n), "mdi:valve", HiddenDiagnostic), true
-	case code.C == 24 && code.D == 2 && (code.E == 1 || code.E == 3):
+	case code.C == 24 && code.D == 2 && (code.E == 1 || code.E == 3), code.C == 24 && code.D == 3 && code.E == 0:
+		// 24.3.0: DSMR 2.2/3 readings, (time)(…)(unit) + (value).
 		switch deviceType {
 		case mbusWater:
 			return entry{name: mbusName("Water", n), deviceClass: "water", unit: "m³", stateClass: totalIncreasing}, true

@@ -221,3 +221,24 @@ func TestEntityConfigs(t *testing.T) {
 		t.Errorf("entity config %s: %s", msgs[3].Topic, msgs[3].Payload)
 	}
 }
+
+// TestLegacyGasAndEmptySlot: a DSMR 2.2/3 gas line (0-1:24.3.0, value on
+// the next line, as in dsmr_parser's TELEGRAM_V2_2) is a gas sensor in m³
+// like the DSMR 4/5 0-1:24.2.1; an M-Bus slot without device
+// (700101010000W) is left out.
+func TestLegacyGasAndEmptySlot(t *testing.T) {
+	tg, err := p1.Parse([]byte("/ISk5\\2MT382-1004\r\n\r\n0-1:24.1.0(3)\r\n" +
+		"0-1:24.3.0(161107190000)(00)(60)(1)(0-1:24.2.1)(m3)\r\n(00001.001)\r\n" +
+		"0-2:24.1.0(003)\r\n0-2:24.2.1(700101010000W)(00000000)\r\n!\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := sensorMap(Sensors(tg))
+	g, ok := s["0-1:24.3.0"]
+	if !ok || g.DeviceClass != "gas" || g.Unit != "m³" || g.StateClass != "total_increasing" || g.Precision != 3 || g.Name != "Gas" {
+		t.Errorf("DSMR 2.2 gas: %+v", g)
+	}
+	if _, ok := s["0-2:24.2.1"]; ok {
+		t.Errorf("empty M-Bus slot described")
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"testing/iotest"
 
@@ -49,6 +50,10 @@ func frames(in []byte, oneByte bool) ([][]byte, []Kind, Stats) {
 func FuzzScanner(f *testing.F) {
 	seeds := addSeeds(f, "*.frame")
 	seeds = append(seeds, addSeeds(f, "*.telegram")...)
+	for _, s := range []string{dsmr22, dsmr3, emptySlot, warmtelink, strings.ReplaceAll(dsmr22, "\r\n", "\n")} {
+		seeds = append(seeds, []byte(s))
+		f.Add([]byte(s))
+	}
 	for i := range seeds {
 		for j := range seeds {
 			f.Add(cat(seeds[i][len(seeds[i])/3:], []byte{0xDB, 0x08, '/'}, seeds[j]))
@@ -69,10 +74,15 @@ func FuzzScanner(f *testing.F) {
 				if fr[0] != '/' || bang < 0 || fr[len(fr)-1] != '\n' {
 					t.Fatalf("plain frame %q", fr)
 				}
-				if v, ok := crc16.ParseHex(fr[bang+1 : min(len(fr), bang+5)]); ok && crc16.Checksum(fr[:bang+1]) != v {
-					t.Fatalf("plain frame with bad CRC delivered")
-				} else if !ok && !wellFormed(fr[:bang+1]) {
-					t.Fatalf("plain frame without CRC is not well formed")
+				// After '!': nothing, or one to four hex digits, then the
+				// line end.
+				crcLine := bytes.TrimSuffix(bytes.TrimSuffix(fr[bang+1:], []byte("\n")), []byte("\r"))
+				if len(crcLine) == 0 {
+					if !wellFormed(fr[:bang+1]) {
+						t.Fatalf("plain frame without CRC is not well formed")
+					}
+				} else if v, err := strconv.ParseUint(string(crcLine), 16, 16); err != nil || len(crcLine) > 4 || crc16.Checksum(fr[:bang+1]) != uint16(v) {
+					t.Fatalf("plain frame with a bad CRC line %q delivered", crcLine)
 				}
 			default:
 				t.Fatalf("kind %d", kinds[i])
@@ -97,6 +107,9 @@ func FuzzScanner(f *testing.F) {
 // errors, and that what parses always encodes to valid JSON.
 func FuzzParse(f *testing.F) {
 	addSeeds(f, "*.telegram")
+	for _, s := range []string{dsmr22, dsmr3, emptySlot, warmtelink, strings.ReplaceAll(emptySlot, "\r\n", "\n")} {
+		f.Add([]byte(s))
+	}
 	f.Add([]byte("/KFM5KAIFA-METER\r\n\r\n0-1:24.3.0(121106140000)(08)(60)(1)(0-1:24.2.1)(m3)\r\n(00124.477)\r\n!\r\n"))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		var tg Telegram

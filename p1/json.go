@@ -16,7 +16,7 @@ type Origin struct {
 // AppendJSON appends the telegram as one JSON object (no newline), in the
 // form of `smartybridge decode`:
 //
-//	{"meter":"SAG…","system_title":"…","frame_counter":1,"header":"…","crc":"CFDE",
+//	{"meter":"SAG…","system_title":"…","frame_counter":1,"header":"…","maker":"SAG","crc":"CFDE",
 //	 "objects":{"1-0:1.8.0":{"value":6.695,"unit":"kWh"},…}}
 //
 // Numbers stay JSON numbers with the meter's digits, timestamps become RFC
@@ -38,6 +38,17 @@ func (t *Telegram) AppendJSON(dst []byte, from Origin) []byte {
 	}
 	dst = append(dst, `"header":`...)
 	dst = appendString(dst, t.Header)
+	if m := t.Maker(); m != nil {
+		// The FLAG code in upper case: "ISk" (Iskra) is ISK.
+		dst = append(dst, `,"maker":"`...)
+		for _, c := range m {
+			if c >= 'a' && c <= 'z' {
+				c -= 'a' - 'A'
+			}
+			dst = append(dst, c)
+		}
+		dst = append(dst, '"')
+	}
 	if t.HasCRC {
 		dst = append(dst, `,"crc":"`...)
 		dst = appendHex4(dst, t.CRC)
@@ -75,12 +86,10 @@ func (o *Object) appendJSON(dst []byte) []byte {
 			dst = append(dst, `,"raw":`...)
 			dst = appendString(dst, v.Text)
 		}
-	case o.IsMBus():
-		dst = appendValueJSON(dst, o.Values[1])
-		if !o.Unused() {
-			if ts, ok := o.Values[0].AppendRFC3339(append(dst, `,"time":"`...)); ok {
-				dst = append(ts, '"')
-			}
+	case o.IsMBus() || o.isLegacyMBus():
+		dst = appendValueJSON(dst, o.Reading())
+		if ts, ok := o.AppendTime(append(dst, `,"time":"`...)); ok {
+			dst = append(ts, '"')
 		}
 	default:
 		dst = appendValueJSON(dst, o.Values[0])

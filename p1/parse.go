@@ -92,10 +92,15 @@ type Object struct {
 }
 
 // Reading returns the value that is the object's reading: for an M-Bus
-// line "(time)(value*unit)" the second one, else the first.
+// line "(time)(value*unit)" the second one; for a DSMR 2.2/3 gas line
+// "(time)(status)(period)(count)(code)(unit)" followed by "(value)" the
+// last value, with the unit the sixth group names; else the first.
 func (o *Object) Reading() Value {
-	if o.IsMBus() {
+	switch {
+	case o.IsMBus():
 		return o.Values[1]
+	case o.isLegacyMBus():
+		return Value{Text: o.Values[len(o.Values)-1].Text, Unit: o.Values[5].Text}
 	}
 	return o.Values[0]
 }
@@ -106,10 +111,53 @@ func (o *Object) IsMBus() bool {
 	return len(o.Values) == 2 && o.Values[0].IsTimestamp() && !o.Values[1].IsTimestamp()
 }
 
-// Unused reports whether the object comes from an unused M-Bus channel: its
-// capture time is the placeholder 632525252525S. Its value means nothing.
+// isLegacyMBus reports whether the object is a DSMR 2.2/3 M-Bus reading
+// (0-n:24.3.0): a capture time YYMMDDhhmmss without S/W, status, period,
+// count, the value's code and its unit, then at least one value, usually
+// on the next line.
+func (o *Object) isLegacyMBus() bool {
+	if o.OBIS.C != 24 || o.OBIS.D != 3 || o.OBIS.E != 0 || len(o.Values) < 7 || o.Values[5].Unit != nil {
+		return false
+	}
+	return isDigits(o.Values[0].Text, 12) && o.Values[len(o.Values)-1].IsNumber()
+}
+
+func isDigits(b []byte, n int) bool {
+	if len(b) != n {
+		return false
+	}
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// AppendTime appends the capture time of an M-Bus reading as RFC 3339;
+// ok is false for other objects, unused channels and invalid times.
+func (o *Object) AppendTime(dst []byte) ([]byte, bool) {
+	switch {
+	case o.Unused():
+		return dst, false
+	case o.IsMBus():
+		return o.Values[0].AppendRFC3339(dst)
+	case o.isLegacyMBus():
+		return appendLocalTime(dst, o.Values[0].Text)
+	}
+	return dst, false
+}
+
+// Unused reports whether the object comes from an M-Bus channel without a
+// device: its capture time is the placeholder 632525252525S, or 1970-01-01
+// (700101010000W, the Unix epoch in CET) as some meters send for an empty
+// slot. Its value means nothing.
 func (o *Object) Unused() bool {
-	return o.IsMBus() && string(o.Values[0].Text) == "632525252525S"
+	if !o.IsMBus() {
+		return false
+	}
+	t := o.Values[0].Text
+	return string(t) == "632525252525S" || string(t[:6]) == "700101"
 }
 
 // Telegram is a parsed telegram. Its slices refer to the bytes it was parsed
@@ -117,10 +165,13 @@ func (o *Object) Unused() bool {
 type Telegram struct {
 	// Header is the identification line without '/' ("Lux5\253663629_D").
 	Header []byte
-	// CRC is the checksum the telegram carried; HasCRC is false for DSMR
-	// 2/3 telegrams that carry none.
+	// CRC is the checksum the telegram carried (one to four hex digits);
+	// HasCRC is false for DSMR 2/3 telegrams that carry none.
 	CRC    uint16
 	HasCRC bool
+	// BareLF: lines end in LF alone, not CR LF (some gateways strip the
+	// CR). The CRC is still over the bytes as received.
+	BareLF bool
 	// Objects in the order of the telegram.
 	Objects []Object
 	// Malformed lists the lines that were skipped (only when the CRC
@@ -142,7 +193,7 @@ func Parse(b []byte) (*Telegram, error) {
 // malformed lines in a telegram whose CRC verified are listed in
 // t.Malformed and the other objects are kept.
 func (t *Telegram) Parse(b []byte) error {
-	t.Header, t.CRC, t.HasCRC = nil, 0, false
+	t.Header, t.CRC, t.HasCRC, t.BareLF = nil, 0, false, false
 	t.Objects, t.Malformed, t.vals, t.meter = t.Objects[:0], t.Malformed[:0], t.vals[:0], t.meter[:0]
 	if len(b) == 0 || b[0] != '/' {
 		return syntaxError(1, firstLine(b), "a telegram starts with '/'")
@@ -151,14 +202,14 @@ func (t *Telegram) Parse(b []byte) error {
 	if bang < 0 {
 		return syntaxError(bytes.Count(b, []byte{'\n'})+1, nil, "no '!' ends the telegram")
 	}
-	tail := b[bang+1:]
-	if len(tail) >= 4 {
-		if v, ok := crc16.ParseHex(tail[:4]); ok {
-			if got := crc16.Checksum(b[:bang+1]); got != v {
-				return fmt.Errorf("%w: telegram says %04X, bytes give %04X", ErrCRC, v, got)
-			}
-			t.CRC, t.HasCRC = v, true
+	if v, ok := crc16.ParseHex(crcText(b[bang+1:])); ok {
+		if got := crc16.Checksum(b[:bang+1]); got != v {
+			return fmt.Errorf("%w: telegram says %04X, bytes give %04X", ErrCRC, v, got)
 		}
+		t.CRC, t.HasCRC = v, true
+	}
+	if i := bytes.IndexByte(b, '\n'); i > 0 && b[i-1] != '\r' {
+		t.BareLF = true
 	}
 	strict := !t.HasCRC
 	body := b[:bang]
@@ -190,6 +241,14 @@ func (t *Telegram) Parse(b []byte) error {
 		}
 	}
 	return nil
+}
+
+// crcText is what stands on the CRC line after '!': up to the line end.
+func crcText(tail []byte) []byte {
+	if i := bytes.IndexAny(tail, "\r\n"); i >= 0 {
+		return tail[:i]
+	}
+	return tail
 }
 
 func firstLine(b []byte) []byte {
@@ -379,6 +438,23 @@ func validIdent(h []byte) bool {
 func wellFormed(b []byte) bool {
 	var t Telegram
 	return t.Parse(b) == nil && len(t.Objects) > 0
+}
+
+// Maker returns the manufacturer's three-letter code that starts the
+// identification line ("KFM" for Kaifa, "ISk" for Iskra: upper case is
+// the FLAG code, a lower-case third letter a protocol detail), or nil
+// when the line does not start with three letters. Smarty meters write
+// "Lux" there; their maker is in the meter id (SAG…).
+func (t *Telegram) Maker() []byte {
+	if len(t.Header) < 3 {
+		return nil
+	}
+	for _, c := range t.Header[:3] {
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z') {
+			return nil
+		}
+	}
+	return t.Header[:3]
 }
 
 // Codes of the meter's identifiers.

@@ -309,32 +309,39 @@ func (s *Scanner) splitPlain(data []byte, atEnd bool) (int, Kind) {
 		}
 		return needOrSkip(atEnd)
 	}
+	// "!XXXX\r\n" with a CRC of four hex digits (one to three from meters
+	// that drop leading zeros), or "!\r\n" from DSMR 2/3 meters that send
+	// none.
 	tail := data[bang+1:]
-	// "!XXXX\r\n" with a CRC, or "!\r\n" from DSMR 2/3 meters that send none.
-	if len(tail) < 1 || tail[0] == '\r' && len(tail) < 2 {
+	digits := 0
+	for digits < len(tail) && digits <= 4 && isHex(tail[digits]) {
+		digits++
+	}
+	switch {
+	case digits > 4:
+		return 1, 0
+	case digits == len(tail), tail[digits] == '\r' && len(tail) < digits+2:
 		return needOrSkip(atEnd)
 	}
-	if tail[0] == '\r' || tail[0] == '\n' {
-		e := lineEnd(tail)
-		if e < 0 || !wellFormed(data[:bang+1]) {
+	e := lineEnd(tail[digits:])
+	if e < 0 {
+		return 1, 0
+	}
+	if digits == 0 {
+		if !wellFormed(data[:bang+1]) {
 			return 1, 0
 		}
 		return bang + 1 + e, Plain
 	}
-	if len(tail) < 5 || tail[4] == '\r' && len(tail) < 6 {
-		return needOrSkip(atEnd)
-	}
-	if !crc16.Verify(data[:bang+1], tail[:4]) {
-		if _, ok := crc16.ParseHex(tail[:4]); ok {
-			s.stats.BadCRC++
-		}
+	if !crc16.Verify(data[:bang+1], tail[:digits]) {
+		s.stats.BadCRC++
 		return 1, 0
 	}
-	e := lineEnd(tail[4:])
-	if e < 0 {
-		return 1, 0
-	}
-	return bang + 5 + e, Plain
+	return bang + 1 + digits + e, Plain
+}
+
+func isHex(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'A' && c <= 'F' || c >= 'a' && c <= 'f'
 }
 
 // lineEnd returns the length of the line end at the start of b: 2 for CR LF,

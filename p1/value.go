@@ -1,6 +1,9 @@
 package p1
 
-import "strconv"
+import (
+	"strconv"
+	"time"
+)
 
 // Value is one "(…)" group of an object: the text before '*' and the unit
 // after it (nil when the meter sends none).
@@ -161,4 +164,31 @@ func unhex(c byte) (byte, bool) {
 func slowFloat(b []byte) (float64, bool) {
 	f, err := strconv.ParseFloat(string(b), 64)
 	return f, err == nil
+}
+
+// appendLocalTime appends a DSMR 2.2/3 time, YYMMDDhhmmss without the S/W
+// suffix of later versions, as RFC 3339. These meters keep Central
+// European time, so the offset follows the EU rule: summer time (UTC+2)
+// from the last Sunday of March, 02:00, to the last Sunday of October,
+// 02:00 (the repeated hour counts as winter time).
+func appendLocalTime(dst, text []byte) ([]byte, bool) {
+	if !isDigits(text, 12) {
+		return dst, false
+	}
+	suffixed := [13]byte{}
+	copy(suffixed[:], text)
+	suffixed[12] = 'W'
+	num := func(i int) int { return int(text[i]-'0')*10 + int(text[i+1]-'0') }
+	year, mo, day, h := 2000+num(0), time.Month(num(2)), num(4), num(6)
+	local := time.Date(year, mo, day, h, num(8), num(10), 0, time.UTC)
+	if summerStart, summerEnd := lastSunday(year, time.March), lastSunday(year, time.October); !local.Before(summerStart) && local.Before(summerEnd) {
+		suffixed[12] = 'S'
+	}
+	return Value{Text: suffixed[:]}.AppendRFC3339(dst)
+}
+
+// lastSunday is 02:00 on the last Sunday of month, as a wall-clock time.
+func lastSunday(year int, month time.Month) time.Time {
+	last := time.Date(year, month+1, 0, 2, 0, 0, 0, time.UTC)
+	return last.AddDate(0, 0, -int(last.Weekday()))
 }

@@ -63,15 +63,16 @@ func Update(crc uint16, b []byte) uint16 {
 }
 
 // Verify reports whether telegram (from '/' up to and including '!')
-// has the checksum written as four hex digits in want.
+// has the checksum written as one to four hex digits in want.
 func Verify(telegram, want []byte) bool {
 	v, ok := ParseHex(want)
 	return ok && Checksum(telegram) == v
 }
 
-// ParseHex reads exactly four hexadecimal digits (either case).
+// ParseHex reads one to four hexadecimal digits (either case). Four is the
+// DSMR form; some meters (Warmtelink heat meters) drop leading zeros.
 func ParseHex(b []byte) (uint16, bool) {
-	if len(b) != 4 {
+	if len(b) < 1 || len(b) > 4 {
 		return 0, false
 	}
 	var v uint16

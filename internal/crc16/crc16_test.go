@@ -62,7 +62,7 @@ func TestTelegramVectors(t *testing.T) {
 }
 
 func TestParseHex(t *testing.T) {
-	for in, want := range map[string]int{"CFDE": 0xCFDE, "cfde": 0xCFDE, "0000": 0, "CFD": -1, "CFDG": -1, "CFDE0": -1} {
+	for in, want := range map[string]int{"CFDE": 0xCFDE, "cfde": 0xCFDE, "0000": 0, "CFD": 0xCFD, "B9F": 0xB9F, "f": 0xF, "": -1, "CFDG": -1, "CFDE0": -1, "0x12": -1} {
 		v, ok := ParseHex([]byte(in))
 		if (want < 0) == ok || (ok && int(v) != want) {
 			t.Errorf("ParseHex(%q) = %X, %v", in, v, ok)

@@ -34,31 +34,43 @@ func main() {
 	bin := flag.String("bin", "", "smartybridge binary to measure (required)")
 	frames := flag.Int("frames", 600, "frames to send")
 	every := flag.Duration("every", 100*time.Millisecond, "time between frames")
+	useTLS := flag.Bool("tls", false, "the bridge reaches the broker over mqtts:// (a test CA)")
 	flag.Parse()
 	if *bin == "" {
 		fmt.Fprintln(os.Stderr, "bridgebench: -bin is required")
 		os.Exit(2)
 	}
-	if err := run(*bin, *frames, *every); err != nil {
+	if err := run(*bin, *frames, *every, *useTLS); err != nil {
 		fmt.Fprintln(os.Stderr, "bridgebench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(bin string, frames int, every time.Duration) error {
+func run(bin string, frames int, every time.Duration, useTLS bool) error {
 	dir, err := os.MkdirTemp("", "bridgebench")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
 
-	// Broker.
-	mosq, addr, err := benchkit.Mosquitto(dir, "")
+	// Broker: the subscriber uses the plain listener, the bridge the TLS
+	// one with -tls.
+	var extra, tlsURL, caFile string
+	if useTLS {
+		if extra, tlsURL, caFile, err = benchkit.TLSListener(dir); err != nil {
+			return err
+		}
+	}
+	mosq, addr, err := benchkit.Mosquitto(dir, extra)
 	if err != nil {
 		return err
 	}
 	defer mosq.Process.Kill()
-	brokerURL := "mqtt://" + addr
+	brokerEnv := []string{"SMARTY_MQTT_URL=mqtt://" + addr}
+	if useTLS {
+		brokerEnv = []string{"SMARTY_MQTT_URL=" + tlsURL, "SMARTY_MQTT_CA_FILE=" + caFile}
+		time.Sleep(200 * time.Millisecond) // the second listener
+	}
 
 	// Serial cable.
 	dev, meterEnd := filepath.Join(dir, "ttyP1"), filepath.Join(dir, "meter")
@@ -103,7 +115,7 @@ func run(bin string, frames int, every time.Duration) error {
 
 	// The bridge.
 	bridge := exec.Command(bin)
-	bridge.Env = append(os.Environ(), "SMARTY_DEVICE="+dev, "SMARTY_MQTT_URL="+brokerURL, "SMARTY_KEY="+sim.DemoKeyHex,
+	bridge.Env = append(append(os.Environ(), brokerEnv...), "SMARTY_DEVICE="+dev, "SMARTY_KEY="+sim.DemoKeyHex,
 		"SMARTY_MQTT_CLIENT_ID=bench", "SMARTY_LOG_LEVEL=warn")
 	bridge.Stderr = os.Stderr
 	if err := bridge.Start(); err != nil {
