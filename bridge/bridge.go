@@ -200,6 +200,9 @@ func (b *Bridge) run(ctx context.Context, co connectOptions, body func(context.C
 // read is the reading loop: frames in, states out.
 func (b *Bridge) read(ctx context.Context, src io.Reader) error {
 	sc := p1.NewScanner(countingReader{ctx, src, &b.bytesIn})
+	for t := range b.o.Keys.Keys {
+		sc.Know(t) // frames of a configured meter are real where they start
+	}
 	for sc.Scan() {
 		tg, from, err := b.dec.Decode(sc.Kind(), sc.Frame())
 		if err != nil {
@@ -208,6 +211,9 @@ func (b *Bridge) read(ctx context.Context, src io.Reader) error {
 			}
 			b.rejected(err, from)
 			continue
+		}
+		if from.Encrypted {
+			sc.Know(from.SystemTitle)
 		}
 		b.handle(ctx, tg, from)
 	}

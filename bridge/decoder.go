@@ -63,9 +63,12 @@ func Reason(err error) string {
 	}
 }
 
-// FramingError reports whether err means the frame's bytes were not a frame
-// after all, so that the scanner should resync one byte after its start.
-// A frame that authenticated but holds a bad telegram was framed right.
+// FramingError reports whether err means the frame's bytes may not have
+// been a frame after all, so that the scanner should resync one byte after
+// its start. A frame that authenticated but holds a bad telegram was
+// framed right; one of a meter without key (line noise shaped like a
+// header, as often as not) was not checked, so it is searched again.
 func FramingError(err error) bool {
-	return errors.Is(err, decrypt.ErrAuth) || errors.Is(err, decrypt.ErrHeader) || errors.Is(err, decrypt.ErrShort)
+	return errors.Is(err, decrypt.ErrAuth) || errors.Is(err, decrypt.ErrHeader) || errors.Is(err, decrypt.ErrShort) ||
+		errors.Is(err, decrypt.ErrNoKey)
 }

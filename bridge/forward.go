@@ -74,11 +74,15 @@ type Forwarder struct {
 	mu        sync.Mutex
 	entries   []*entry
 	titles    map[string]bool
+	// confirmed: titles a decryptor confirmed, so real meters; fresh holds
+	// those the reading loop has not told its scanner yet.
+	confirmed map[string]bool
+	fresh     [][8]byte
 	lastAck   time.Time
 	resendGap time.Duration
 	stuck     bool
 
-	forwarded, confirmed, dropped atomic.Int64
+	forwarded, nConfirmed, dropped atomic.Int64
 }
 
 // NewForwarder opens the queue and prepares forward mode.
@@ -105,7 +109,7 @@ func NewForwarder(o Options, fo ForwardOptions) (*Forwarder, error) {
 	}
 	f := &Forwarder{
 		o: o, fo: fo, log: log, spool: sp, statusTopic: o.TopicPrefix + "/status/" + o.MQTT.ClientID,
-		ready: make(chan struct{}), wake: make(chan struct{}, 1), titles: map[string]bool{},
+		ready: make(chan struct{}), wake: make(chan struct{}, 1), titles: map[string]bool{}, confirmed: map[string]bool{},
 		lastAck: time.Now(), resendGap: fo.ResendAfter,
 	}
 	for _, seq := range sp.Seqs() {
@@ -128,7 +132,7 @@ func NewForwarder(o Options, fo ForwardOptions) (*Forwarder, error) {
 // Stats: frames published to the broker, confirmed by a decryptor, and
 // dropped because the queue was full.
 func (f *Forwarder) Stats() (forwarded, confirmed, dropped int64) {
-	return f.forwarded.Load(), f.confirmed.Load(), f.dropped.Load()
+	return f.forwarded.Load(), f.nConfirmed.Load(), f.dropped.Load()
 }
 
 // Queued returns how many frames wait for confirmation.
@@ -189,8 +193,23 @@ func (f *Forwarder) Run(ctx context.Context, src io.Reader) error {
 func (f *Forwarder) read(ctx context.Context, src io.Reader) error {
 	var n atomic.Int64
 	sc := p1.NewScanner(countingReader{ctx, src, &n})
+	known := map[[8]byte]bool{}
 	for sc.Scan() {
 		frame := sc.Frame()
+		// The forwarder cannot authenticate: a frame of a meter no
+		// decryptor has confirmed may be line noise shaped like a header
+		// whose declared span swallowed the real frame. Forward it, and
+		// search its bytes again.
+		f.mu.Lock()
+		for _, t := range f.fresh {
+			known[t] = true
+			sc.Know(t)
+		}
+		f.fresh = f.fresh[:0]
+		f.mu.Unlock()
+		if sc.Kind() == p1.Encrypted && len(frame) >= 10 && !known[[8]byte(frame[2:10])] {
+			sc.Overlap()
+		}
 		seq, dropped, err := f.spool.Append(frame)
 		if err != nil {
 			f.log.Error("cannot queue a frame; forwarding it without a copy on disk is not possible", "err", err)
@@ -286,8 +305,14 @@ func (f *Forwarder) message(topic string, payload []byte) {
 	if n == 0 {
 		return
 	}
-	f.confirmed.Add(int64(n))
+	f.nConfirmed.Add(int64(n))
 	f.lastAck, f.resendGap = time.Now(), f.fo.ResendAfter
+	if !f.confirmed[title] {
+		if t, err := decrypt.ParseTitle(title); err == nil {
+			f.confirmed[title] = true
+			f.fresh = append(f.fresh, t)
+		}
+	}
 	select {
 	case f.wake <- struct{}{}: // the next frame of the meter may go
 	default:

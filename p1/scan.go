@@ -49,7 +49,13 @@ type Stats struct {
 	Truncated int // frames cut short by the next frame, silence or the end
 	BadCRC    int // plain telegrams whose CRC did not match
 	Rejected  int // frames the consumer handed back with Reject
+	// Overlapped: frames the consumer could not check (Overlap), whose
+	// bytes were searched again for frames inside them.
+	Overlapped int
 }
+
+// maxKnown bounds the system titles a Scanner trusts for framing.
+const maxKnown = 32
 
 // Scanner reads frames from a P1 byte stream. Like bufio.Scanner, call Scan
 // until it returns false, then Err. The bytes of a frame are valid until the
@@ -62,7 +68,9 @@ type Scanner struct {
 	// The frame last delivered: buf[fstart:fstart+flen].
 	fstart, flen int
 	kind         Kind
-	rejected     bool
+	// again: the next Scan resumes one byte after the last frame's start
+	// (Reject, Overlap).
+	again bool
 	// checked is how far the pending candidate at start has been searched:
 	// for the header of a following frame, or for the '!' of a telegram.
 	checked int
@@ -70,6 +78,12 @@ type Scanner struct {
 	flush   bool // the line went silent: drain what is buffered, then read on
 	err     error
 	stats   Stats
+	// covered: buf[:covered] belongs to a delivered frame that is being
+	// searched again (Overlap); skipping it is not counted twice.
+	covered int
+	// known system titles (Know), a ring of at most maxKnown.
+	known  [maxKnown][8]byte
+	nKnown int
 }
 
 // NewScanner returns a Scanner reading from r.
@@ -94,24 +108,71 @@ func (s *Scanner) Err() error { return s.err }
 // byte after that frame's start, so a frame that was cut short and swallowed
 // the head of the next one costs only itself.
 func (s *Scanner) Reject() {
-	if s.flen > 0 && !s.rejected {
-		s.rejected = true
+	if s.flen > 0 && !s.again {
+		s.again = true
 		s.stats.Rejected++
 		s.stats.Frames--
 	}
+}
+
+// Know tells the Scanner that frames of this system title are real (they
+// authenticated, or a decryptor confirmed them). A header of a known title
+// inside the span another header declares ends that candidate there: it
+// was a false header or a frame cut short, and the known frame starts
+// there. At most 32 titles are kept; the oldest goes first.
+func (s *Scanner) Know(title [8]byte) {
+	if s.isKnown(title[:]) {
+		return
+	}
+	s.known[s.nKnown%maxKnown] = title
+	s.nKnown++
+}
+
+func (s *Scanner) isKnown(title []byte) bool {
+	for i := range min(s.nKnown, maxKnown) {
+		if string(s.known[i][:]) == string(title) {
+			return true
+		}
+	}
+	return false
+}
+
+// Overlap tells the Scanner that the last frame cannot be checked by the
+// consumer (a forwarder holds no key) though it is used. The next Scan
+// searches its bytes again from one byte after its start, so that a false
+// header whose declared span swallowed a real frame costs nothing: the
+// real frame is delivered next.
+func (s *Scanner) Overlap() {
+	if s.flen > 0 && !s.again {
+		s.again = true
+		s.covered = max(s.covered, s.fstart+s.flen)
+		s.stats.Overlapped++
+	}
+}
+
+// skip consumes n bytes that belong to no frame, counting those that were
+// not part of a delivered frame already.
+func (s *Scanner) skip(n int) {
+	counted := n
+	if s.start < s.covered {
+		counted -= min(n, s.covered-s.start)
+	}
+	s.start += n
+	s.stats.Skipped += counted
+	s.checked = 0
 }
 
 // Scan advances to the next frame. It returns false when the reader is done
 // (or failed) and every buffered frame has been delivered.
 func (s *Scanner) Scan() bool {
 	if s.flen > 0 {
-		if s.rejected {
-			s.start = s.fstart + 1
-			s.stats.Skipped++
+		if s.again {
+			s.start = s.fstart
+			s.skip(1)
 		} else {
 			s.start = s.fstart + s.flen
 		}
-		s.flen, s.rejected, s.checked = 0, false, 0
+		s.flen, s.again, s.checked = 0, false, 0
 	}
 	for {
 		atEnd := s.eof || s.flush
@@ -122,9 +183,7 @@ func (s *Scanner) Scan() bool {
 			return true
 		}
 		if n > 0 {
-			s.start += n
-			s.stats.Skipped += n
-			s.checked = 0
+			s.skip(n)
 			continue
 		}
 		// More data is needed.
@@ -139,6 +198,7 @@ func (s *Scanner) Scan() bool {
 // fill reads once into the buffer, making room first.
 func (s *Scanner) fill() {
 	if s.start == s.end {
+		s.covered = max(0, s.covered-s.start)
 		s.start, s.end = 0, 0
 	}
 	if s.end == len(s.buf) {
@@ -146,6 +206,7 @@ func (s *Scanner) fill() {
 		// candidate, so moving the data down always makes room.
 		copy(s.buf, s.buf[s.start:s.end])
 		s.end -= s.start
+		s.covered = max(0, s.covered-s.start)
 		s.start = 0
 	}
 	n, err := s.r.Read(s.buf[s.end:])
@@ -258,21 +319,29 @@ func (s *Scanner) splitEncrypted(data []byte, atEnd bool) (int, Kind) {
 		s.stats.TooLong++
 		return 1, 0
 	}
-	// A frame cut short runs into the next one: if the header of a frame
-	// from the same meter starts inside the declared span, this one is
-	// truncated and the next one starts there.
-	// Only headers that lie wholly inside the span count, so that the
-	// answer does not depend on how the bytes arrive.
-	head := data[:10]
+	// A frame cut short runs into the next one, and a false header (noise
+	// that looks like one) declares a span that swallows the next: if the
+	// header of a frame from the same meter, or of a meter known to be
+	// real (Know), starts inside the declared span, this candidate ends
+	// there and the next one starts there. Only headers that lie wholly
+	// inside the span count, so that the answer does not depend on how the
+	// bytes arrive.
+	const headLen = 10 // DB 08 and the system title
 	from := max(s.checked, 1)
 	to := min(len(data), n)
-	if from < to {
-		if j := bytes.Index(data[from:to], head); j >= 0 {
-			s.stats.Truncated++
-			return from + j, 0
+	for from+headLen <= to {
+		j := bytes.Index(data[from:to], dlmsTag)
+		if j < 0 || from+j+headLen > to {
+			break
 		}
-		s.checked = max(to-len(head)+1, 1)
+		p := from + j
+		if title := data[p+2 : p+headLen]; string(title) == string(data[2:headLen]) || s.isKnown(title) {
+			s.stats.Truncated++
+			return p, 0
+		}
+		from = p + 1
 	}
+	s.checked = max(to-headLen+1, 1)
 	if len(data) < n {
 		if atEnd {
 			s.stats.Truncated++
@@ -281,6 +350,9 @@ func (s *Scanner) splitEncrypted(data []byte, atEnd bool) (int, Kind) {
 	}
 	return n, Encrypted
 }
+
+// dlmsTag starts a general-glo-ciphering frame.
+var dlmsTag = []byte{0xDB, 0x08}
 
 // telegramByte reports whether c may appear in a DSMR telegram.
 func telegramByte(c byte) bool {

@@ -184,3 +184,77 @@ func TestRejectTwiceCountsOnce(t *testing.T) {
 		t.Errorf("stats %+v", st)
 	}
 }
+
+// forwardAll runs a Scanner like a forwarder, which cannot authenticate:
+// frames of titles it knows are real (a decryptor confirmed them) are
+// trusted, any other frame is used but searched again (Overlap).
+func forwardAll(r io.Reader, known ...[8]byte) ([][]byte, Stats) {
+	s := NewScanner(r)
+	for _, k := range known {
+		s.Know(k)
+	}
+	var out [][]byte
+	for s.Scan() {
+		f := s.Frame()
+		out = append(out, bytes.Clone(f))
+		if s.Kind() == Encrypted && !s.isKnown(f[2:10]) {
+			s.Overlap()
+		}
+	}
+	return out, s.Stats()
+}
+
+// TestForwarderNeverLosesAFrameToNoise: line noise shaped like a header
+// of an unknown meter, declaring 256 bytes, right before an intact frame.
+// A consumer without the key cannot reject the false frame; it must not
+// swallow the real one.
+func TestForwarderNeverLosesAFrameToNoise(t *testing.T) {
+	f2 := readFile(t, "smarty-2026.frame")
+	f1 := readFile(t, "smarty-2018-real.frame")
+	var title2 [8]byte
+	copy(title2[:], f2[2:10])
+	noise := cat([]byte{0xDB, 0x08}, []byte("NOISE\x01\x02\x03"), []byte{0x81, 0xFF, 0x30, 0, 0, 0, 9})
+	contains := func(frames [][]byte, f []byte) int {
+		n := 0
+		for _, x := range frames {
+			if bytes.Equal(x, f) {
+				n++
+			}
+		}
+		return n
+	}
+	for _, oneByte := range []bool{false, true} {
+		in := cat(noise, f2, f1, noise[:12], f2)
+		var r io.Reader = bytes.NewReader(in)
+		if oneByte {
+			r = iotest.OneByteReader(r)
+		}
+		// Nothing known yet (the first minutes of a forwarder): the false
+		// frame is forwarded too, and every real frame after it.
+		got, st := forwardAll(r)
+		if contains(got, f2) != 2 || contains(got, f1) != 1 || st.Overlapped == 0 {
+			t.Errorf("one byte %v, nothing known: %d frames, f2 ×%d, f1 ×%d, %+v", oneByte, len(got), contains(got, f2), contains(got, f1), st)
+		}
+		// The meter's title known: the false header is cut where the real
+		// frame starts, and only real frames go out.
+		r = bytes.NewReader(in)
+		if oneByte {
+			r = iotest.OneByteReader(r)
+		}
+		got, st = forwardAll(r, title2)
+		if len(got) != 3 || contains(got, f2) != 2 || contains(got, f1) != 1 || st.Truncated == 0 {
+			t.Errorf("one byte %v, title known: %d frames, %+v", oneByte, len(got), st)
+		}
+	}
+}
+
+// TestKnowIsBounded: the known titles are a ring of maxKnown.
+func TestKnowIsBounded(t *testing.T) {
+	s := NewScanner(bytes.NewReader(nil))
+	for i := range 3 * maxKnown {
+		s.Know([8]byte{byte(i), byte(i >> 8)})
+	}
+	if s.isKnown([]byte{0, 0, 0, 0, 0, 0, 0, 0}) || !s.isKnown([]byte{byte(3*maxKnown - 1), 0, 0, 0, 0, 0, 0, 0}) {
+		t.Errorf("ring does not keep the newest %d", maxKnown)
+	}
+}
