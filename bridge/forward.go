@@ -71,9 +71,9 @@ type Forwarder struct {
 	ready       chan struct{}
 	wake        chan struct{}
 
-	mu        sync.Mutex
-	entries   []*entry
-	titles    map[string]bool
+	mu      sync.Mutex
+	entries []*entry
+	titles  map[string]bool
 	// confirmed: titles a decryptor confirmed, so real meters; fresh holds
 	// those the reading loop has not told its scanner yet.
 	confirmed map[string]bool
