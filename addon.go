@@ -46,6 +46,7 @@ type addonOptions struct {
 	MeterTimeout    int    `json:"meter_timeout"`
 	QueueMax        int    `json:"queue_max"`
 	SessionExpiry   int    `json:"session_expiry"`
+	ConfirmKey      string `json:"confirm_key"`
 	LogLevel        string `json:"log_level"`
 }
 
@@ -59,7 +60,7 @@ var addonVariables = map[string]string{
 	"mqtt_username": "SMARTY_MQTT_USERNAME", "mqtt_password": "SMARTY_MQTT_PASSWORD", "mqtt_client_id": "SMARTY_MQTT_CLIENT_ID",
 	"topic_prefix": "SMARTY_TOPIC_PREFIX", "discovery_prefix": "SMARTY_DISCOVERY_PREFIX", "discovery": "SMARTY_DISCOVERY",
 	"meter_timeout": "SMARTY_METER_TIMEOUT", "queue_max": "SMARTY_QUEUE_MAX", "session_expiry": "SMARTY_SESSION_EXPIRY",
-	"log_level": "SMARTY_LOG_LEVEL",
+	"log_level": "SMARTY_LOG_LEVEL", "confirm_key": "SMARTY_CONFIRM_KEY",
 }
 
 // addonInternal are the variables the add-on sets itself, with no option.
@@ -167,10 +168,10 @@ func addonEnv(o addonOptions, svc *mqttService) (map[string]string, error) {
 	set("SMARTY_MQTT_CA_FILE", o.MQTTCAFile)
 	set("SMARTY_MQTT_USERNAME", user)
 	set("SMARTY_MQTT_PASSWORD", pass)
-	if o.MQTTClientID == "" {
-		o.MQTTClientID = "smartybridge-addon"
-	}
-	env["SMARTY_MQTT_CLIENT_ID"] = o.MQTTClientID
+	// Without a client id the binary makes one from the mode, the host
+	// name and a suffix kept in /data, so that two add-ons never collide.
+	set("SMARTY_MQTT_CLIENT_ID", o.MQTTClientID)
+	set("SMARTY_CONFIRM_KEY", o.ConfirmKey)
 	set("SMARTY_TOPIC_PREFIX", o.TopicPrefix)
 	set("SMARTY_DISCOVERY_PREFIX", o.DiscoveryPrefix)
 	set("SMARTY_DISCOVERY", o.Discovery)

@@ -220,7 +220,7 @@ func TestAddonStartupMapping(t *testing.T) {
 		{"broker from the Supervisor", string(base), map[string]string{
 			"SMARTY_MQTT_URL": "mqtt://core-mosquitto:1883", "SMARTY_MQTT_USERNAME": "addons", "SMARTY_MQTT_PASSWORD": "broker-secret",
 			"SMARTY_KEY": "D491470F47126332B07D1923B3504188", "SMARTY_DEVICE": "/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A10K1ABC-if00-port0",
-			"SMARTY_STATE_DIR": "/data", "SMARTY_MODE": "bridge", "SMARTY_METER_TIMEOUT": "60s", "SMARTY_MQTT_CLIENT_ID": "smartybridge-addon",
+			"SMARTY_STATE_DIR": "/data", "SMARTY_MODE": "bridge", "SMARTY_METER_TIMEOUT": "60s",
 		}, 1, ""},
 		{"override wins", with(`,"mqtt_host":"broker.lan","mqtt_port":8883,"mqtt_tls":true,"mqtt_username":"me","mqtt_password":"mine"`), map[string]string{
 			"SMARTY_MQTT_URL": "mqtts://broker.lan:8883", "SMARTY_MQTT_USERNAME": "me", "SMARTY_MQTT_PASSWORD": "mine",
@@ -294,12 +294,25 @@ func TestAddonEndToEnd(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	sub.WaitValue("smarty/status/smartybridge-addon", "online", 10*time.Second)
+	// The client id is made up: smartybridge-<mode>-<host>-<suffix>.
+	var status string
+	testenv.WaitFor(t, 10*time.Second, "status online", func() bool {
+		for topic, v := range sub.Topics("smarty/status/smartybridge-bridge-") {
+			if v == "online" {
+				status = topic
+			}
+		}
+		return status != ""
+	})
+	suffix, err := os.ReadFile(dir + "/client-id-suffix")
+	if err != nil || !strings.HasSuffix(status, "-"+strings.TrimSpace(string(suffix))) {
+		t.Errorf("status topic %s does not end in the suffix kept in the state directory (%q, %v)", status, suffix, err)
+	}
 	frame, _ := os.ReadFile("testdata/smarty-2026.frame")
 	pty.Write(frame)
 	sub.WaitValue("smarty/SAG1030700012701/1-0:1.8.0", "273.764", 5*time.Second)
 	stopProcess(t, cmd) // SIGTERM, then a clean exit 0
-	sub.WaitValue("smarty/status/smartybridge-addon", "offline", 5*time.Second)
+	sub.WaitValue(status, "offline", 5*time.Second)
 	if b, _ := os.ReadFile(health); !strings.HasPrefix(string(b), "up ") {
 		t.Errorf("health file %q, want up", b)
 	}

@@ -43,6 +43,11 @@ func command(env map[string]string, args ...string) (*exec.Cmd, *bytes.Buffer, *
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
+	if _, ok := env["SMARTY_STATE_DIR"]; !ok {
+		// Counters and client ids of a test run stay in a fresh directory.
+		dir, _ := os.MkdirTemp("", "smartybridge-state")
+		cmd.Env = append(cmd.Env, "SMARTY_STATE_DIR="+dir)
+	}
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	return cmd, &out, &errb

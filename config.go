@@ -1,8 +1,10 @@
 package main
 
 import (
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -151,7 +153,7 @@ type Config struct {
 	MQTTCAFile      string        `envconfig:"MQTT_CA_FILE" desc:"PEM file of the CA that signed the broker's certificate (mqtts://); empty: the system's CAs"`
 	MQTTUsername    string        `envconfig:"MQTT_USERNAME" desc:"broker login"`
 	MQTTPassword    secret        `envconfig:"MQTT_PASSWORD" desc:"broker password"`
-	MQTTClientID    string        `envconfig:"MQTT_CLIENT_ID" desc:"MQTT client id; default smartybridge-<hostname>"`
+	MQTTClientID    string        `envconfig:"MQTT_CLIENT_ID" desc:"MQTT client id, unique per instance; default smartybridge-<mode>-<hostname>-<random suffix kept in the state directory>"`
 	TopicPrefix     string        `envconfig:"TOPIC_PREFIX" default:"smarty" desc:"states go to <prefix>/<meter>/<OBIS>"`
 	DiscoveryPrefix string        `envconfig:"DISCOVERY_PREFIX" default:"homeassistant" desc:"Home Assistant's MQTT discovery prefix"`
 	Discovery       string        `envconfig:"DISCOVERY" default:"device" desc:"device: one discovery message per meter (Home Assistant 2024.11+); entity: one per sensor (older); off: none"`
@@ -162,6 +164,7 @@ type Config struct {
 	QueueMax        int           `envconfig:"QUEUE_MAX" default:"10000" desc:"forward mode: frames kept on disk while no decryptor confirms them (10000 is about 28 hours of one meter)"`
 	HealthFile      string        `envconfig:"HEALTH_FILE" desc:"file recording the broker connection (up/down), read by 'smartybridge health' in a container health check"`
 	SessionExpiry   time.Duration `envconfig:"SESSION_EXPIRY" default:"24h" desc:"decrypt mode: how long the broker keeps the decryptor's session and queued frames while it is away"`
+	ConfirmKey      string        `envconfig:"CONFIRM_KEY" desc:"forward mode: the decryptors' public confirmation key (64 hex digits; a decryptor logs it as confirm_key, 'smartybridge confirm-key' prints it); only confirmations signed with it remove frames. Empty: trust the first key that confirms a frame of the meter"`
 }
 
 // secret is a string that never prints itself.
@@ -201,6 +204,14 @@ func (c *Config) Validate() error {
 	}
 	if c.ShareGroup != "" && (c.Mode != "decrypt" || strings.ContainsAny(c.ShareGroup, "/+#")) {
 		return fmt.Errorf("SMARTY_SHARE_GROUP=%q: a name without '/', '+' or '#', for SMARTY_MODE=decrypt only", c.ShareGroup)
+	}
+	if c.ConfirmKey != "" {
+		if c.Mode != "forward" {
+			return fmt.Errorf("SMARTY_CONFIRM_KEY is for SMARTY_MODE=forward only")
+		}
+		if _, err := bridge.ParseConfirmKey(c.ConfirmKey); err != nil {
+			return fmt.Errorf("SMARTY_CONFIRM_KEY: %w", err)
+		}
 	}
 	if c.QueueMax < 1 {
 		return fmt.Errorf("SMARTY_QUEUE_MAX=%d: want at least 1", c.QueueMax)
@@ -263,8 +274,7 @@ func (c *Config) mqttOptions() (bridge.MQTTOptions, error) {
 	}
 	o := bridge.MQTTOptions{URL: u, Username: c.MQTTUsername, Password: string(c.MQTTPassword), ClientID: c.MQTTClientID, HealthFile: c.HealthFile}
 	if o.ClientID == "" {
-		host, _ := os.Hostname()
-		o.ClientID = "smartybridge-" + bridge.TopicSafe(host)
+		o.ClientID = defaultClientID(c.Mode, c.stateDir())
 	}
 	if u.Scheme == "mqtts" || u.Scheme == "ssl" || u.Scheme == "tls" {
 		o.TLS = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: u.Hostname()}
@@ -312,4 +322,28 @@ func (c *Config) stateDir() string {
 		return filepath.Join(home, ".local", "state", "smartybridge")
 	}
 	return filepath.Join(os.TempDir(), "smartybridge")
+}
+
+// defaultClientID names this instance on the broker so that no two
+// collide: forwarder and decryptor on one host differ by mode, two hosts
+// named alike (every Raspberry Pi is "raspberrypi") by a random suffix
+// kept in the state directory (or drawn per run when it is not writable).
+func defaultClientID(mode, stateDir string) string {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "host"
+	}
+	file := filepath.Join(stateDir, "client-id-suffix")
+	suffix := ""
+	if b, err := os.ReadFile(file); err == nil && len(strings.TrimSpace(string(b))) == 6 {
+		suffix = strings.TrimSpace(string(b))
+	} else {
+		var r [3]byte
+		rand.Read(r[:])
+		suffix = hex.EncodeToString(r[:])
+		if os.MkdirAll(stateDir, 0o700) == nil {
+			os.WriteFile(file, []byte(suffix+"\n"), 0o600)
+		}
+	}
+	return "smartybridge-" + mode + "-" + bridge.TopicSafe(host) + "-" + suffix
 }

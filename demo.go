@@ -65,6 +65,7 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer) error {
 		return err
 	}
 	opts.OnTelegram = func(meter string, tg *p1.Telegram) { fmt.Fprintln(stdout, summary(meter, tg)) }
+	opts.StateDir = "" // the simulated meter is new every run: keep its counters in memory
 	b, err := bridge.New(opts)
 	if err != nil {
 		return err
@@ -77,7 +78,7 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "  Ctrl-C stops.\n")
 
 	pr, pw := io.Pipe()
-	meter := sim.New(sim.Options{Start: time.Now()})
+	meter := sim.New(sim.Options{Start: time.Now(), Counter: sim.ClockCounter(time.Now())})
 	go func() {
 		pw.CloseWithError(simulate(ctx, pw, meter, dc.Interval, 0))
 	}()
@@ -167,7 +168,7 @@ func runSimulate(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := processEnv(&keys); err != nil {
 		return err
 	}
-	o := sim.Options{Start: time.Now()}
+	o := sim.Options{Start: time.Now(), Counter: sim.ClockCounter(time.Now())}
 	if keys.Key.set {
 		o.Key = keys.Key.key
 	}

@@ -30,7 +30,7 @@ func (c *Config) bridgeOptions(log *slog.Logger) (bridge.Options, error) {
 	return bridge.Options{
 		MQTT: mq, Keys: c.decryptOptions(),
 		TopicPrefix: c.TopicPrefix, DiscoveryPrefix: c.DiscoveryPrefix, Discovery: discovery.Style(c.Discovery),
-		MeterTimeout: c.MeterTimeout, Version: version, SupportURL: supportURL, Log: log,
+		MeterTimeout: c.MeterTimeout, Version: version, SupportURL: supportURL, Log: log, StateDir: c.stateDir(),
 	}, nil
 }
 
@@ -92,7 +92,11 @@ func runForward(ctx context.Context, cfg *Config, opts bridge.Options, log *slog
 		return configError{err}
 	}
 	defer src.Close()
-	f, err := bridge.NewForwarder(opts, bridge.ForwardOptions{Device: cfg.Device, StateDir: cfg.stateDir(), QueueMax: cfg.QueueMax})
+	fo := bridge.ForwardOptions{Device: cfg.Device, StateDir: cfg.stateDir(), QueueMax: cfg.QueueMax}
+	if cfg.ConfirmKey != "" {
+		fo.ConfirmKey, _ = bridge.ParseConfirmKey(cfg.ConfirmKey) // checked by Validate
+	}
+	f, err := bridge.NewForwarder(opts, fo)
 	if err != nil {
 		return err
 	}

@@ -31,6 +31,9 @@ type Options struct {
 	NoFrameWarning time.Duration
 	Version        string
 	SupportURL     string
+	// StateDir keeps the last frame counter of every meter across
+	// restarts (replay protection); "" keeps it in memory only.
+	StateDir string
 	// Log receives the bridge's messages; nil discards them.
 	Log *slog.Logger
 	// OnTelegram, if set, sees every telegram after it was published, in
@@ -49,10 +52,11 @@ type Stats struct {
 	Malformed     int64 // telegrams that did not parse
 	Decreasing    int64 // totals not published because they went down
 	Announcements int64 // discovery messages published
+	Replayed      int64 // frames dropped because their counter did not grow (bridge mode)
 }
 
 type counters struct {
-	telegrams, states, dropped, auth, noKey, crc, malformed, decreasing, announcements atomic.Int64
+	telegrams, states, dropped, auth, noKey, crc, malformed, decreasing, announcements, replayed atomic.Int64
 }
 
 // Bridge reads frames, decodes them and publishes Home Assistant discovery,
@@ -74,6 +78,9 @@ type Bridge struct {
 	split    atomic.Pointer[decryptor] // decrypt mode only
 	bytesIn  atomic.Int64
 	counts   counters
+	book     *replayBook
+	keyID    func(decrypt.Title) string
+	logs     *logLimiter
 
 	// Reading goroutine only.
 	streak   map[string]int
@@ -140,6 +147,9 @@ func New(o Options) (*Bridge, error) {
 		announce:    make(chan struct{}, 1),
 		ready:       make(chan struct{}),
 		streak:      map[string]int{},
+		book:        newReplayBook(o.StateDir),
+		keyID:       keyIDs(o.Keys),
+		logs:        newLogLimiter(10*time.Minute, 20),
 	}, nil
 }
 
@@ -152,7 +162,7 @@ func (b *Bridge) Stats() Stats {
 	return Stats{
 		Telegrams: c.telegrams.Load(), States: c.states.Load(), Dropped: c.dropped.Load(),
 		AuthFailures: c.auth.Load(), NoKey: c.noKey.Load(), CRCErrors: c.crc.Load(), Malformed: c.malformed.Load(),
-		Decreasing: c.decreasing.Load(), Announcements: c.announcements.Load(),
+		Decreasing: c.decreasing.Load(), Announcements: c.announcements.Load(), Replayed: c.replayed.Load(),
 	}
 }
 
@@ -160,7 +170,21 @@ func (b *Bridge) Stats() Stats {
 // done or src ends (a capture file). On the way out it publishes "offline"
 // and disconnects cleanly.
 func (b *Bridge) Run(ctx context.Context, src io.Reader) error {
-	return b.run(ctx, connectOptions{}, func(ctx context.Context) error { return b.read(ctx, src) })
+	if err := b.book.load(); err != nil {
+		return err
+	}
+	return b.run(ctx, connectOptions{maxPacket: maxRawPacket}, func(ctx context.Context) error {
+		var wg sync.WaitGroup
+		sctx, stop := context.WithCancel(ctx)
+		wg.Go(func() { b.saver(sctx) })
+		err := b.read(ctx, src)
+		stop()
+		wg.Wait()
+		if serr := b.book.save(); serr != nil {
+			b.log.Warn("cannot save frame counters", "err", serr)
+		}
+		return err
+	})
 }
 
 // run connects, starts the background loops, runs body until it returns,
@@ -212,9 +236,23 @@ func (b *Bridge) read(ctx context.Context, src io.Reader) error {
 			b.rejected(err, from)
 			continue
 		}
-		if from.Encrypted {
-			sc.Know(from.SystemTitle)
+		if !from.Encrypted {
+			b.handle(ctx, tg, from)
+			continue
 		}
+		sc.Know(from.SystemTitle)
+		// Replay protection: a TCP source or a capture can be replayed.
+		title, kid := decrypt.Title(from.SystemTitle).String(), b.keyID(from.SystemTitle)
+		if !b.book.fresh(title, kid, from.FrameCounter) {
+			b.counts.replayed.Add(1)
+			last, _ := b.book.last(title)
+			if ok, held := b.logs.allow("replay " + title); ok {
+				b.log.Warn("a frame whose counter did not grow was dropped (a replayed or repeated stream?)", "meter", title,
+					"counter", from.FrameCounter, "last", last.Counter, "similar_lines_held_back", held)
+			}
+			continue
+		}
+		b.book.commit(title, kid, from.FrameCounter, b.meterID(tg, from))
 		b.handle(ctx, tg, from)
 	}
 	if err := sc.Err(); err != nil && !errors.Is(err, context.Canceled) {
@@ -240,8 +278,9 @@ func (c countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// handle publishes one telegram.
-func (b *Bridge) handle(ctx context.Context, tg *p1.Telegram, from p1.Origin) {
+// handle publishes one telegram; it reports whether the broker connection
+// took every state.
+func (b *Bridge) handle(ctx context.Context, tg *p1.Telegram, from p1.Origin) bool {
 	id := b.meterID(tg, from)
 	now := time.Now()
 	b.lastValid.Store(now.UnixNano())
@@ -264,11 +303,12 @@ func (b *Bridge) handle(ctx context.Context, tg *p1.Telegram, from p1.Origin) {
 	m.online, m.seen = true, now
 	b.mu.Unlock()
 
-	b.publishStates(ctx, m, id, tg, !wasOnline)
+	ok := b.publishStates(ctx, m, id, tg, !wasOnline)
 	b.counts.telegrams.Add(1)
 	if b.o.OnTelegram != nil {
 		b.o.OnTelegram(id, tg)
 	}
+	return ok
 }
 
 // monotonic reports whether o may be published: a total that went down is
@@ -379,7 +419,7 @@ func TopicSafe(s string) string {
 // waiting for a QoS 1 acknowledgement here would hold up every meter behind
 // it (a decryptor serving a thousand meters), and availability is
 // published again after every reconnection anyway.
-func (b *Bridge) publishStates(ctx context.Context, m *meter, id string, tg *p1.Telegram, announce bool) {
+func (b *Bridge) publishStates(ctx context.Context, m *meter, id string, tg *p1.Telegram, announce bool) bool {
 	b.pending = b.pending[:0]
 	for i := range tg.Objects {
 		o := &tg.Objects[i]
@@ -406,23 +446,27 @@ func (b *Bridge) publishStates(ctx context.Context, m *meter, id string, tg *p1.
 		switch {
 		case sent && err == nil:
 			b.counts.states.Add(int64(len(b.pending)))
-			return
+			return true
 		case sent:
 			// The connection broke; paho notices and reconnects.
 			b.counts.dropped.Add(int64(len(b.pending)))
 			b.log.Debug("states not sent", "err", err)
-			return
+			return false
 		}
 	}
+	all := true
 	if announce {
-		b.send(ctx, availTopic, []byte("online"), 0)
+		all = b.send(ctx, availTopic, []byte("online"), 0)
 	}
 	for _, i := range b.pending {
 		o := &tg.Objects[i]
 		if b.send(ctx, m.topics[o.OBIS], AppendState(nil, o), 0) {
 			b.counts.states.Add(1)
+		} else {
+			all = false
 		}
 	}
+	return all
 }
 
 // send publishes and counts a failure; it reports success.

@@ -3,17 +3,14 @@ package bridge
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/smartybridge/smartybridge/decrypt"
 	"github.com/smartybridge/smartybridge/p1"
@@ -27,33 +24,48 @@ import (
 //
 // (through the shared subscription $share/<group>/<prefix>/raw/+ when
 // several decryptors split the meters), decrypts them and publishes
-// exactly what bridge mode publishes. For every frame it accepts it
-// publishes, retained,
+// exactly what bridge mode publishes. It settles every frame it can judge
+// with a signed confirmation (confirm.go): published, a duplicate, failed
+// authentication, or no valid telegram. A frame is confirmed as published
+// only once the broker acknowledged the confirmation, which it sends after
+// the frame's states on the same connection: a broker that crashed before
+// it took the states never confirms the frame, and the forwarder sends it
+// again. Frames of meters without a key here are not settled: another
+// decryptor of the group may hold it.
 //
-//	<prefix>/counter/<SYSTEM-TITLE>    {"counter":N,"key_id":"…"}
-//
-// the last accepted frame counter: forwarders drop what it covers from
-// their queues and re-send the rest, and the other decryptors of a group
-// follow it, so that a frame whose counter does not grow is dropped as a
-// duplicate or a replay everywhere. key_id is a short one-way hash of the
-// meter's key: when the grid operator changes the key the meter's counter
-// restarts at 0, and a frame under a new key starts a new sequence.
+// The other decryptors of a group follow the confirmations they can verify,
+// so that a frame whose counter does not grow is dropped as a duplicate or
+// a replay everywhere; one that is not signed with the meter's key is
+// ignored and counted.
 
 // SplitOptions configure decrypt mode.
 type SplitOptions struct {
 	ShareGroup    string        // "" subscribes directly, else $share/<group>/…
 	StateDir      string        // where the last accepted counters are kept
 	SessionExpiry time.Duration // how long the broker keeps our session while we are away
-}
-
-type replayState struct {
-	Counter uint32 `json:"counter"`
-	KeyID   string `json:"key_id"`
+	// MaxPlainMeters bounds the unencrypted meters served (a plain
+	// telegram carries no authentication). Default 16.
+	MaxPlainMeters int
 }
 
 type rawFrame struct {
 	topic   string
 	payload []byte
+}
+
+// titleState is what a decryptor keeps about one system title between
+// frames; bounded by an LRU.
+type titleState struct {
+	pending    bool   // a frame's confirmation waits for the broker
+	pendingCtr uint32 // its counter
+	settled    []string
+	authFails  int       // failed authentications in a row
+	lastDup    time.Time // when a duplicate was last answered
+}
+
+// plainState is what a decryptor keeps about one unencrypted meter.
+type plainState struct {
+	lastTime string // the telegram's 0-0:1.0.0, which must grow
 }
 
 // decryptor is the decrypt-mode part of a Bridge.
@@ -62,18 +74,51 @@ type decryptor struct {
 	o      SplitOptions
 	frames chan rawFrame
 	done   chan struct{} // closed when the loop stops taking frames
-	keyIDs func(decrypt.Title) string
+	keys   *confirmKeys
 
-	mu      sync.Mutex
-	last    map[string]replayState // by title hex
-	dirty   bool
-	lastAck map[string]time.Time // when a duplicate last re-published the counter
+	mu     sync.Mutex
+	titles *lru[*titleState]
+	plain  *lru[*plainState]
+	wg     sync.WaitGroup
+	flight chan struct{} // bounds confirmations waiting for the broker
 
-	// Decrypt loop only.
-	told map[string]bool // "reason title" already logged
+	logs *logLimiter
 
-	duplicates, garbage atomic.Int64
+	duplicates, garbage, forged, oversized, plainRefused atomic.Int64
 }
+
+// confirmKeys derives, once per meter key, the key that signs its
+// confirmations.
+type confirmKeys struct {
+	def     *confirmKey
+	byTitle map[decrypt.Title]confirmKey
+}
+
+func newConfirmKeys(o decrypt.Options) *confirmKeys {
+	c := &confirmKeys{byTitle: map[decrypt.Title]confirmKey{}}
+	for t, k := range o.Keys {
+		c.byTitle[t] = deriveConfirmKey(k)
+	}
+	if o.Key != nil {
+		k := deriveConfirmKey(*o.Key)
+		c.def = &k
+	}
+	return c
+}
+
+func (c *confirmKeys) lookup(t decrypt.Title) (confirmKey, bool) {
+	if k, ok := c.byTitle[t]; ok {
+		return k, true
+	}
+	if c.def != nil {
+		return *c.def, true
+	}
+	return confirmKey{}, false
+}
+
+// maxRawPacket is the largest MQTT packet a decryptor accepts (MQTT 5
+// Maximum Packet Size): a frame is at most p1.MaxFrameLen bytes.
+const maxRawPacket = p1.MaxFrameLen + 1024
 
 // RunDecrypt runs decrypt mode: frames come from the broker instead of a
 // port. It returns when ctx is done.
@@ -81,21 +126,36 @@ func (b *Bridge) RunDecrypt(ctx context.Context, o SplitOptions) error {
 	if o.SessionExpiry <= 0 {
 		o.SessionExpiry = 24 * time.Hour
 	}
-	d := &decryptor{
-		b: b, o: o, frames: make(chan rawFrame, 4096), done: make(chan struct{}), keyIDs: keyIDs(b.o.Keys),
-		last: map[string]replayState{}, lastAck: map[string]time.Time{}, told: map[string]bool{},
+	if o.MaxPlainMeters <= 0 {
+		o.MaxPlainMeters = 16
 	}
-	if err := d.load(); err != nil {
+	d := &decryptor{
+		b: b, o: o, frames: make(chan rawFrame, 4096), done: make(chan struct{}), keys: newConfirmKeys(b.o.Keys),
+		titles: newLRU[*titleState](8192), plain: newLRU[*plainState](o.MaxPlainMeters),
+		flight: make(chan struct{}, 256), logs: newLogLimiter(10*time.Minute, 20),
+	}
+	if b.book.file == "" && o.StateDir != "" {
+		b.book = newReplayBook(o.StateDir)
+	}
+	if err := b.book.load(); err != nil {
 		return err
 	}
 	b.split.Store(d)
-	co := connectOptions{sessionExpiry: uint32(o.SessionExpiry / time.Second)}
+	for t, k := range d.keys.byTitle {
+		b.log.Info("confirmations of this meter are signed with", "meter", t.String(), "confirm_key", fmt.Sprintf("%x", []byte(k.pub)))
+	}
+	if d.keys.def != nil {
+		b.log.Info("confirmations of meters under SMARTY_KEY are signed with", "confirm_key", fmt.Sprintf("%x", []byte(d.keys.def.pub)),
+			"hint", "set SMARTY_CONFIRM_KEY to this on the forwarders")
+	}
+	co := connectOptions{sessionExpiry: uint32(o.SessionExpiry / time.Second), maxPacket: maxRawPacket}
 	return b.run(ctx, co, func(ctx context.Context) error {
 		var wg sync.WaitGroup
-		wg.Go(func() { d.saver(ctx) })
+		wg.Go(func() { b.saver(ctx) })
 		d.loop(ctx)
 		wg.Wait()
-		return d.save()
+		d.wg.Wait()
+		return b.book.save()
 	})
 }
 
@@ -104,13 +164,22 @@ func (b *Bridge) Duplicates() int64 {
 	if d := b.split.Load(); d != nil {
 		return d.duplicates.Load()
 	}
-	return 0
+	return b.counts.replayed.Load()
 }
 
 // Garbage counts raw messages that were no frame at all.
 func (b *Bridge) Garbage() int64 {
 	if d := b.split.Load(); d != nil {
-		return d.garbage.Load()
+		return d.garbage.Load() + d.oversized.Load()
+	}
+	return 0
+}
+
+// Forged counts confirmations not signed with the meter's key, and plain
+// telegrams refused because they named an encrypted meter.
+func (b *Bridge) Forged() int64 {
+	if d := b.split.Load(); d != nil {
+		return d.forged.Load() + d.plainRefused.Load()
 	}
 	return 0
 }
@@ -123,14 +192,19 @@ func (d *decryptor) rawFilter() string {
 	return f
 }
 
-func (d *decryptor) counterTopic(title string) string {
-	return d.b.o.TopicPrefix + "/counter/" + title
+func (d *decryptor) confirmTopic(title string) string {
+	return d.b.o.TopicPrefix + "/confirm/" + title
 }
 
 // subscribe runs after every connection: subscriptions are not restored
 // when the broker lost the session.
 func (d *decryptor) subscribe(ctx context.Context) {
-	if err := d.b.conn.subscribe(ctx, d.b.o.TopicPrefix+"/counter/+", d.rawFilter()); err != nil {
+	subs := []paho.SubscribeOptions{
+		// NoLocal: our own confirmations need no checking.
+		{Topic: d.b.o.TopicPrefix + "/confirm/+", QoS: 1, NoLocal: true},
+		{Topic: d.rawFilter(), QoS: 1},
+	}
+	if err := d.b.conn.subscribeWith(ctx, subs); err != nil {
 		d.b.log.Warn("cannot subscribe to forwarded frames; retrying on the next connection", "filter", d.rawFilter(), "err", err)
 		return
 	}
@@ -149,26 +223,34 @@ func (d *decryptor) message(topic string, payload []byte) bool {
 		case <-d.done:
 		}
 		return true
-	case strings.HasPrefix(topic, prefix+"counter/"):
-		d.follow(strings.TrimPrefix(topic, prefix+"counter/"), payload)
+	case strings.HasPrefix(topic, prefix+"confirm/"):
+		d.follow(strings.TrimPrefix(topic, prefix+"confirm/"), payload)
 		return true
 	}
 	return false
 }
 
-// follow adopts a counter another decryptor accepted (or one we published
-// before a restart, kept by the broker).
+// follow adopts a counter another decryptor accepted (or one we confirmed
+// before a restart, kept by the broker), if it is signed with the meter's
+// key.
 func (d *decryptor) follow(title string, payload []byte) {
-	var st replayState
-	if json.Unmarshal(payload, &st) != nil {
+	t, err := decrypt.ParseTitle(title)
+	if err != nil {
 		return
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	cur, ok := d.last[title]
-	if !ok || st.KeyID == cur.KeyID && st.Counter > cur.Counter {
-		d.last[title] = st
-		d.dirty = true
+	k, ok := d.keys.lookup(t)
+	if !ok {
+		return // not a meter of ours
+	}
+	c, pub, err := parseConfirmation(title, payload)
+	if err != nil || !pub.Equal(k.pub) {
+		d.forged.Add(1)
+		d.warnLimited("forged "+title, "a confirmation for this meter is not signed with its key; ignored",
+			"meter", title, "hint", "another client publishes on "+d.confirmTopic(title)+": restrict who may publish there with the broker's ACL (README, split mode)")
+		return
+	}
+	if c.KeyID == k.keyID {
+		d.b.book.commit(title, c.KeyID, c.Counter, "")
 	}
 }
 
@@ -188,148 +270,248 @@ func (d *decryptor) loop(ctx context.Context) {
 func (d *decryptor) handle(ctx context.Context, f rawFrame) {
 	b := d.b
 	id := f.topic[strings.LastIndexByte(f.topic, '/')+1:]
+	if len(f.payload) > p1.MaxFrameLen {
+		d.oversized.Add(1)
+		d.warnLimited("oversized", "a message on a raw topic is larger than any frame; ignored", "topic", f.topic, "bytes", len(f.payload), "max", p1.MaxFrameLen)
+		return
+	}
 	if len(f.payload) > 0 && f.payload[0] == '/' {
-		// A plain telegram from a meter without encryption: no counter.
-		if tg, from, err := b.dec.Decode(p1.Plain, f.payload); err == nil {
-			b.handle(ctx, tg, from)
-		} else {
-			d.reject(id, err)
-		}
+		d.handlePlain(ctx, id, f.payload)
 		return
 	}
 	h, err := decrypt.ParseHeader(f.payload)
 	if err != nil || h.Len != len(f.payload) || h.Title.String() != id {
 		d.garbage.Add(1)
-		d.tellOnce("garbage "+id, "a message on the raw topic is not a frame of that meter; ignored", "topic", f.topic, "bytes", len(f.payload))
+		d.warnLimited("garbage "+id, "a message on the raw topic is not a frame of that meter; ignored", "topic", f.topic, "bytes", len(f.payload))
 		return
 	}
-	keyID := d.keyIDs(h.Title)
+	k, hasKey := d.keys.lookup(h.Title)
+	if !hasKey {
+		b.count(Reason(decrypt.ErrNoKey))
+		d.warnLimited("nokey "+id, fmt.Sprintf("no key for meter %s: add %s:<key> to SMARTY_KEYS (or set SMARTY_KEY); its frames are counted and left for a decryptor that has it", id, id), "meter", id)
+		return
+	}
+	fid := frameID(f.payload)
 	d.mu.Lock()
-	st, seen := d.last[id]
+	st := d.titles.getOrAdd(id, func() *titleState { return &titleState{} })
+	inFlight := st.pending && h.Counter <= st.pendingCtr
 	d.mu.Unlock()
-	if seen && h.Counter <= st.Counter && st.KeyID == keyID {
+	if inFlight {
+		d.duplicates.Add(1) // a repeat of the frame whose confirmation is on its way
+		return
+	}
+	if !b.book.fresh(id, k.keyID, h.Counter) {
 		d.duplicates.Add(1)
-		b.log.Debug("duplicate or replayed frame dropped", "meter", id, "counter", h.Counter, "last", st.Counter)
-		d.ackAgain(ctx, id, st)
+		last, _ := b.book.last(id)
+		b.log.Debug("duplicate or replayed frame dropped", "meter", id, "counter", h.Counter, "last", last.Counter)
+		d.mu.Lock()
+		due := time.Since(st.lastDup) >= time.Second
+		if due {
+			st.lastDup = time.Now()
+		}
+		d.mu.Unlock()
+		if due {
+			d.settle(ctx, id, k, fid, verdictDup, h.Counter, false, "")
+		}
 		return
 	}
 	tg, from, err := b.dec.Decode(p1.Encrypted, f.payload)
 	if err != nil {
-		d.reject(id, err)
+		d.reject(ctx, id, k, fid, h.Counter, err)
 		return
 	}
-	b.handle(ctx, tg, from)
-	st = replayState{Counter: h.Counter, KeyID: keyID}
 	d.mu.Lock()
-	if cur := d.last[id]; cur.KeyID != keyID || h.Counter > cur.Counter {
-		d.last[id] = st
-		d.dirty = true
-	}
+	st.authFails = 0
 	d.mu.Unlock()
-	d.ack(ctx, id, st)
+	meterID := b.meterID(tg, from)
+	if !b.handle(ctx, tg, from) {
+		// The broker did not take the states: no confirmation, so the
+		// forwarder sends the frame again.
+		return
+	}
+	d.settle(ctx, id, k, fid, verdictOK, h.Counter, true, meterID)
 }
 
-func (d *decryptor) ack(ctx context.Context, title string, st replayState) {
-	payload, _ := json.Marshal(st)
-	d.b.send(ctx, d.counterTopic(title), payload, 0)
-}
-
-// ackAgain re-publishes the counter after a duplicate (at most once a
-// second per meter): a forwarder that re-sends did not see it.
-func (d *decryptor) ackAgain(ctx context.Context, title string, st replayState) {
+// reject settles a frame that failed, and says why: the key is blamed only
+// when no frame of the meter ever authenticated with it.
+func (d *decryptor) reject(ctx context.Context, id string, k confirmKey, fid string, counter uint32, err error) {
+	b := d.b
+	b.count(Reason(err))
+	verdict := verdictBad
+	if errors.Is(err, decrypt.ErrAuth) {
+		verdict = verdictAuth
+	}
 	d.mu.Lock()
-	due := time.Since(d.lastAck[title]) > time.Second
-	if due {
-		d.lastAck[title] = time.Now()
+	st := d.titles.getOrAdd(id, func() *titleState { return &titleState{} })
+	if verdict == verdictAuth {
+		st.authFails++
 	}
+	fails := st.authFails
 	d.mu.Unlock()
-	if due {
-		d.ack(ctx, title, st)
-	}
-}
-
-// reject counts a frame that did not decode and logs it once per meter and
-// reason.
-func (d *decryptor) reject(title string, err error) {
-	reason := Reason(err)
-	if !d.b.count(reason) {
-		d.garbage.Add(1)
-	}
+	last, known := b.book.last(id)
+	provenKey := known && last.KeyID == k.keyID
 	switch {
-	case errors.Is(err, decrypt.ErrNoKey):
-		d.tellOnce("nokey "+title, fmt.Sprintf("no key for meter %s: add %s:<key> to SMARTY_KEYS (or set SMARTY_KEY); its frames are counted and dropped", title, title), "meter", title)
 	case errors.Is(err, decrypt.ErrAuthKey):
-		d.tellOnce("authkey "+title, "frames of this meter decrypt with its key but fail authentication: the authentication key differs; set SMARTY_AUTH_KEY or SMARTY_VERIFY_TAG=false", "meter", title)
-	case errors.Is(err, decrypt.ErrAuth):
-		d.tellOnce("auth "+title, "frames of this meter fail authentication: its key in SMARTY_KEYS (or SMARTY_KEY) is wrong", "meter", title)
+		d.warnLimited("authkey "+id, "frames of this meter decrypt with its key but fail authentication: the authentication key differs; set SMARTY_AUTH_KEY or SMARTY_VERIFY_TAG=false", "meter", id)
+	case verdict == verdictAuth && provenKey:
+		d.warnLimited("damaged "+id, "a frame of this meter failed authentication although its key decrypts its other frames: damaged on the line (noise on the P1 cable); skipped", "meter", id, "counter", counter)
+	case verdict == verdictAuth && fails >= 3:
+		d.warnLimited("auth "+id, fmt.Sprintf("%d frames of this meter in a row fail authentication and none ever passed: its key in SMARTY_KEYS (or SMARTY_KEY) is wrong", fails), "meter", id)
+	case verdict == verdictAuth:
+		d.warnLimited("auth1 "+id, "a frame failed authentication (line noise, or the wrong key if it goes on); skipped", "meter", id)
 	default:
-		d.tellOnce(reason+" "+title, "a forwarded frame was rejected", "meter", title, "err", err)
+		d.warnLimited("bad "+id, "a forwarded frame decrypted but holds no valid telegram; skipped", "meter", id, "err", err)
 	}
+	d.settle(ctx, id, k, fid, verdict, counter, false, "")
 }
 
-func (d *decryptor) tellOnce(key, msg string, args ...any) {
-	if d.told[key] {
+// settle publishes a signed confirmation naming the frame fid with its
+// verdict. For an accepted frame the replay book moves only once the
+// broker took the confirmation; until then the frame counts as in flight.
+func (d *decryptor) settle(ctx context.Context, id string, k confirmKey, fid, verdict string, counter uint32, accepted bool, meterID string) {
+	b := d.b
+	d.mu.Lock()
+	st := d.titles.getOrAdd(id, func() *titleState { return &titleState{} })
+	settled := append(append([]string(nil), st.settled...), fid+":"+verdict)
+	if len(settled) > settledKept {
+		settled = settled[len(settled)-settledKept:]
+	}
+	if accepted {
+		st.pending, st.pendingCtr = true, counter
+	}
+	d.mu.Unlock()
+	last, known := b.book.last(id)
+	c := confirmation{Settled: settled}
+	if known && last.KeyID == k.keyID {
+		c.Counter = last.Counter
+	}
+	if accepted {
+		c.Counter = counter
+	}
+	payload := k.sign(id, &c)
+	// Retained only for meters that authenticated: noise and forged
+	// frames leave nothing on the broker.
+	retain := accepted || known
+	finish := func(ok bool) {
+		if ok && accepted {
+			b.book.commit(id, k.keyID, counter, meterID)
+		}
+		d.mu.Lock()
+		if ok {
+			st.settled = settled
+		}
+		if accepted {
+			st.pending = false
+		}
+		d.mu.Unlock()
+	}
+	select {
+	case d.flight <- struct{}{}:
+	case <-ctx.Done():
+		finish(false)
 		return
 	}
-	d.told[key] = true
+	d.wg.Go(func() {
+		defer func() { <-d.flight }()
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		err := b.conn.publish(pctx, d.confirmTopic(id), payload, 1, retain)
+		if err != nil {
+			b.log.Debug("confirmation not published; the forwarder will send the frame again", "meter", id, "err", err)
+		}
+		finish(err == nil)
+	})
+}
+
+// handlePlain publishes an unencrypted telegram, which carries no
+// authentication: only under an id that no encrypted meter uses, for at
+// most MaxPlainMeters meters, and only when its time stamp grows.
+func (d *decryptor) handlePlain(ctx context.Context, id string, payload []byte) {
+	b := d.b
+	tg, from, err := b.dec.Decode(p1.Plain, payload)
+	if err != nil {
+		b.count(Reason(err))
+		d.warnLimited("plainbad "+id, "a forwarded plain telegram was rejected", "topic id", id, "err", err)
+		return
+	}
+	meter := b.meterID(tg, from)
+	if d.encrypted(meter) {
+		d.plainRefused.Add(1)
+		d.warnLimited("impostor "+meter, "a plain telegram names a meter that sends encrypted frames; refused (forged?)", "meter", meter,
+			"hint", "restrict who may publish on "+b.o.TopicPrefix+"/raw/# with the broker's ACL (README, split mode)")
+		return
+	}
+	var stamp string
+	for i := range tg.Objects {
+		if o := &tg.Objects[i]; o.OBIS == (p1.OBIS{A: 0, B: 0, C: 1, D: 0, E: 0}) {
+			stamp = string(o.Values[0].Text)
+		}
+	}
+	d.mu.Lock()
+	ps, known := d.plain.get(meter)
+	if !known && d.plain.len() >= d.o.MaxPlainMeters {
+		d.mu.Unlock()
+		d.plainRefused.Add(1)
+		d.warnLimited("plainmax", "more unencrypted meters than SMARTY_PLAIN_METERS allows; refused", "meter", meter, "max", d.o.MaxPlainMeters)
+		return
+	}
+	if known && stamp != "" && !newerStamp(stamp, ps.lastTime) {
+		d.mu.Unlock()
+		d.duplicates.Add(1)
+		return
+	}
+	if !known {
+		ps = &plainState{}
+		d.plain.put(meter, ps)
+	}
+	if stamp != "" {
+		ps.lastTime = stamp
+	}
+	d.mu.Unlock()
+	b.handle(ctx, tg, from)
+}
+
+// newerStamp compares two DSMR time stamps YYMMDDhhmmss[SW]: a stamp in
+// summer time is an hour ahead of the same digits in winter time, which
+// the digits already say, except in the repeated hour, where S comes
+// first.
+func newerStamp(a, b string) bool {
+	if len(a) != 13 || len(b) != 13 {
+		return a != b
+	}
+	if a[:12] != b[:12] {
+		return a[:12] > b[:12]
+	}
+	return a[12] == 'W' && b[12] == 'S'
+}
+
+// encrypted reports whether meter is an encrypted meter: one in the
+// replay book (by its meter id or title) or one with a configured key.
+func (d *decryptor) encrypted(meter string) bool {
+	if d.b.book.meters()[meter] {
+		return true
+	}
+	for t := range d.keys.byTitle {
+		if t.String() == meter {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *decryptor) warnLimited(key, msg string, args ...any) {
+	ok, held := d.logs.allow(key)
+	if !ok {
+		return
+	}
+	if held > 0 {
+		args = append(args, "similar_lines_held_back", held)
+	}
 	d.b.log.Warn(msg, args...)
 }
 
-// keyIDs returns, per system title, a short one-way hash of the key that
-// decrypts it ("" without key).
-func keyIDs(o decrypt.Options) func(decrypt.Title) string {
-	id := func(k decrypt.Key) string {
-		sum := sha256.Sum256(append([]byte("smartybridge key id\x00"), k[:]...))
-		return hex.EncodeToString(sum[:4])
-	}
-	byTitle := map[decrypt.Title]string{}
-	for t, k := range o.Keys {
-		byTitle[t] = id(k)
-	}
-	def := ""
-	if o.Key != nil {
-		def = id(*o.Key)
-	}
-	return func(t decrypt.Title) string {
-		if s, ok := byTitle[t]; ok {
-			return s
-		}
-		return def
-	}
-}
-
-func (d *decryptor) stateFile() string {
-	if d.o.StateDir == "" {
-		return ""
-	}
-	return filepath.Join(d.o.StateDir, "counters.json")
-}
-
-// load reads the counters saved by an earlier run.
-func (d *decryptor) load() error {
-	p := d.stateFile()
-	if p == "" {
-		return nil
-	}
-	if err := os.MkdirAll(d.o.StateDir, 0o700); err != nil {
-		return fmt.Errorf("state directory: %w (set SMARTY_STATE_DIR to a writable directory)", err)
-	}
-	b, err := os.ReadFile(p)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if err := json.Unmarshal(b, &d.last); err != nil {
-		d.b.log.Warn("saved frame counters unreadable; starting afresh (replay protection then relies on the broker's retained counters)", "file", p, "err", err)
-		d.last = map[string]replayState{}
-	}
-	return nil
-}
-
-// saver writes the counters once a second when they changed.
-func (d *decryptor) saver(ctx context.Context) {
+// saver writes the replay book once a second when it changed.
+func (b *Bridge) saver(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
@@ -337,29 +519,9 @@ func (d *decryptor) saver(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := d.save(); err != nil {
-				d.b.log.Warn("cannot save frame counters", "err", err)
+			if err := b.book.save(); err != nil {
+				b.log.Warn("cannot save frame counters", "err", err)
 			}
 		}
 	}
-}
-
-func (d *decryptor) save() error {
-	p := d.stateFile()
-	d.mu.Lock()
-	if p == "" || !d.dirty {
-		d.mu.Unlock()
-		return nil
-	}
-	b, err := json.Marshal(d.last)
-	d.dirty = false
-	d.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, p)
 }

@@ -3,11 +3,14 @@ package bridge
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -24,20 +27,28 @@ import (
 // Split mode, meter side.
 //
 // A forwarder reads the port like the bridge, holds no key, and publishes
-// every intact frame unchanged:
+// every frame unchanged:
 //
 //	<prefix>/raw/<SYSTEM-TITLE>   the frame's bytes, QoS 1, not retained
 //	<prefix>/raw/<HEADER-ID>      a plain DSMR telegram, by its identification line
 //
-// Every frame first goes to a queue on disk (the spool), and leaves it only
-// when a decryptor confirms it through <prefix>/counter/<SYSTEM-TITLE>: the
-// broker's acknowledgement is not enough, since a broker restart can drop
-// frames before the decryptors subscribe again (mosquitto 2.0 does not
-// restore shared subscriptions). Unconfirmed frames are re-sent, in order,
-// after ResendAfter, one frame in flight per meter so that they arrive in
-// order; duplicates are harmless because decryptors drop frames whose
-// counter does not grow. Plain telegrams carry no counter and leave
-// the queue once the broker has them.
+// Every frame first goes to a queue on disk (the spool; in memory while
+// the disk fails), and leaves it only when a decryptor settles it with a
+// signed confirmation (confirm.go) that names it: the broker's
+// acknowledgement is not enough, since a broker restart can drop frames
+// before the decryptors subscribe again (mosquitto 2.0 does not restore
+// shared subscriptions). Unsettled frames are re-sent, in order, after
+// ResendAfter, one frame in flight per meter so that they arrive in order;
+// duplicates are harmless because decryptors drop frames whose counter
+// does not grow. A frame a decryptor rejects (damaged on the line, say) is
+// settled too, so it costs only itself. Plain telegrams carry no counter
+// and leave the queue once the broker has them.
+//
+// A forwarder cannot check a frame, so it cannot tell line noise shaped
+// like a header from a real frame: it forwards such a candidate and
+// searches its bytes again (p1.Scanner.Overlap), unless its meter is one a
+// decryptor confirmed. Frames of meters no decryptor ever confirmed are
+// dropped after UnconfirmedTTL, so that noise does not fill the queue.
 
 // ForwardOptions configure forward mode.
 type ForwardOptions struct {
@@ -48,16 +59,26 @@ type ForwardOptions struct {
 	// StuckAfter: warn when no decryptor confirmed anything for this long.
 	// Default 60 s.
 	StuckAfter time.Duration
+	// UnconfirmedTTL: frames of a meter that no decryptor ever confirmed
+	// are dropped after this long. Default 1 h.
+	UnconfirmedTTL time.Duration
+	// ConfirmKey, if set, is the only key whose confirmations count (the
+	// public key the decryptors log as confirm_key). Without it the first
+	// key that confirms a frame of a meter is trusted for that meter from
+	// then on, and kept in <StateDir>/confirm-keys.json.
+	ConfirmKey ed25519.PublicKey
 }
 
 type entry struct {
-	seq     uint64
-	topic   string
-	title   string
-	counter uint32
-	plain   bool
-	sent    bool
-	sentAt  time.Time
+	seq      uint64 // in the spool; 0 when held in memory
+	data     []byte // the frame, when held in memory
+	id       string // frameID
+	topic    string
+	title    string
+	plain    bool
+	sent     bool
+	sentAt   time.Time
+	queuedAt time.Time
 }
 
 // Forwarder is forward mode.
@@ -70,20 +91,26 @@ type Forwarder struct {
 	conn        *conn
 	ready       chan struct{}
 	wake        chan struct{}
+	logs        *logLimiter
+	pinFile     string
 
 	mu      sync.Mutex
 	entries []*entry
-	titles  map[string]bool
-	// confirmed: titles a decryptor confirmed, so real meters; fresh holds
-	// those the reading loop has not told its scanner yet.
-	confirmed map[string]bool
-	fresh     [][8]byte
+	titles  map[string]bool // meters named in the description (at most maxTitles)
+	// pins: meters a decryptor confirmed, with the key that signed it
+	// (hex); kept in pinFile.
+	pins      map[string]string
+	fresh     [][8]byte // confirmed titles the reading loop has not told its scanner yet
 	lastAck   time.Time
 	resendGap time.Duration
 	stuck     bool
+	diskBad   bool
 
-	forwarded, nConfirmed, dropped atomic.Int64
+	forwarded, nConfirmed, rejected, dropped, forged atomic.Int64
 }
+
+// maxTitles bounds the meters a forwarder describes and pins.
+const maxTitles = 64
 
 // NewForwarder opens the queue and prepares forward mode.
 func NewForwarder(o Options, fo ForwardOptions) (*Forwarder, error) {
@@ -95,6 +122,9 @@ func NewForwarder(o Options, fo ForwardOptions) (*Forwarder, error) {
 	}
 	if fo.StuckAfter <= 0 {
 		fo.StuckAfter = time.Minute
+	}
+	if fo.UnconfirmedTTL <= 0 {
+		fo.UnconfirmedTTL = time.Hour
 	}
 	if o.TopicPrefix == "" {
 		o.TopicPrefix = "smarty"
@@ -109,18 +139,26 @@ func NewForwarder(o Options, fo ForwardOptions) (*Forwarder, error) {
 	}
 	f := &Forwarder{
 		o: o, fo: fo, log: log, spool: sp, statusTopic: o.TopicPrefix + "/status/" + o.MQTT.ClientID,
-		ready: make(chan struct{}), wake: make(chan struct{}, 1), titles: map[string]bool{}, confirmed: map[string]bool{},
-		lastAck: time.Now(), resendGap: fo.ResendAfter,
+		ready: make(chan struct{}), wake: make(chan struct{}, 1), titles: map[string]bool{}, pins: map[string]string{},
+		lastAck: time.Now(), resendGap: fo.ResendAfter, logs: newLogLimiter(10*time.Minute, 20),
+		pinFile: filepath.Join(fo.StateDir, "confirm-keys.json"),
 	}
+	f.loadPins()
+	now := time.Now()
 	for _, seq := range sp.Seqs() {
 		b, err := sp.Read(seq)
 		if err != nil {
 			continue
 		}
-		if e := f.describe(seq, b); e != nil {
+		if e := f.describe(seq, b, now); e != nil {
 			f.entries = append(f.entries, e)
 		} else {
 			sp.Remove(seq)
+		}
+	}
+	for t := range f.pins {
+		if tt, err := decrypt.ParseTitle(t); err == nil {
+			f.fresh = append(f.fresh, tt)
 		}
 	}
 	if n := len(f.entries); n > 0 {
@@ -129,31 +167,43 @@ func NewForwarder(o Options, fo ForwardOptions) (*Forwarder, error) {
 	return f, nil
 }
 
-// Stats: frames published to the broker, confirmed by a decryptor, and
-// dropped because the queue was full.
+// Stats: frames published to the broker, settled as published by a
+// decryptor, and dropped (queue full, or never confirmed).
 func (f *Forwarder) Stats() (forwarded, confirmed, dropped int64) {
 	return f.forwarded.Load(), f.nConfirmed.Load(), f.dropped.Load()
 }
 
-// Queued returns how many frames wait for confirmation.
-func (f *Forwarder) Queued() int { return f.spool.Len() }
+// Rejected counts frames a decryptor settled as rejected (damaged, or a
+// duplicate), and Forged the confirmations that were not signed with the
+// meter's key.
+func (f *Forwarder) Rejected() int64 { return f.rejected.Load() }
+
+// Forged counts confirmations ignored because of their signature.
+func (f *Forwarder) Forged() int64 { return f.forged.Load() }
+
+// Queued returns how many frames wait for a decryptor.
+func (f *Forwarder) Queued() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.entries)
+}
 
 // describe makes the queue entry for a frame.
-func (f *Forwarder) describe(seq uint64, frame []byte) *entry {
+func (f *Forwarder) describe(seq uint64, frame []byte, now time.Time) *entry {
 	if len(frame) > 0 && frame[0] == '/' {
 		line := frame[1:]
 		if i := bytes.IndexAny(line, "\r\n"); i >= 0 {
 			line = line[:i]
 		}
 		id := TopicSafe(string(line))
-		return &entry{seq: seq, topic: f.o.TopicPrefix + "/raw/" + id, title: id, plain: true}
+		return &entry{seq: seq, id: frameID(frame), topic: f.o.TopicPrefix + "/raw/" + id, title: id, plain: true, queuedAt: now}
 	}
 	h, err := decrypt.ParseHeader(frame)
 	if err != nil {
 		return nil
 	}
 	t := h.Title.String()
-	return &entry{seq: seq, topic: f.o.TopicPrefix + "/raw/" + t, title: t, counter: h.Counter}
+	return &entry{seq: seq, id: frameID(frame), topic: f.o.TopicPrefix + "/raw/" + t, title: t, queuedAt: now}
 }
 
 // Run forwards what src delivers until ctx is done or src ends.
@@ -164,6 +214,7 @@ func (f *Forwarder) Run(ctx context.Context, src io.Reader) error {
 		statusTopic: f.statusTopic,
 		onUp:        func() { go f.connected(connCtx) },
 		onMessage:   f.message,
+		maxPacket:   maxConfirmLen + 1024,
 	}, f.log)
 	if err != nil {
 		return err
@@ -185,7 +236,7 @@ func (f *Forwarder) Run(ctx context.Context, src io.Reader) error {
 	}
 	c.close(sctx)
 	fw, cf, dr := f.Stats()
-	f.log.Info("stopped", "forwarded", fw, "confirmed", cf, "dropped", dr, "queued", f.spool.Len())
+	f.log.Info("stopped", "forwarded", fw, "confirmed", cf, "rejected", f.rejected.Load(), "dropped", dr, "queued", f.Queued())
 	return err
 }
 
@@ -196,10 +247,6 @@ func (f *Forwarder) read(ctx context.Context, src io.Reader) error {
 	known := map[[8]byte]bool{}
 	for sc.Scan() {
 		frame := sc.Frame()
-		// The forwarder cannot authenticate: a frame of a meter no
-		// decryptor has confirmed may be line noise shaped like a header
-		// whose declared span swallowed the real frame. Forward it, and
-		// search its bytes again.
 		f.mu.Lock()
 		for _, t := range f.fresh {
 			known[t] = true
@@ -207,43 +254,86 @@ func (f *Forwarder) read(ctx context.Context, src io.Reader) error {
 		}
 		f.fresh = f.fresh[:0]
 		f.mu.Unlock()
+		// A frame of a meter no decryptor has confirmed may be line noise
+		// shaped like a header whose declared span swallowed the real
+		// frame: forward it, and search its bytes again.
 		if sc.Kind() == p1.Encrypted && len(frame) >= 10 && !known[[8]byte(frame[2:10])] {
 			sc.Overlap()
 		}
-		seq, dropped, err := f.spool.Append(frame)
-		if err != nil {
-			f.log.Error("cannot queue a frame; forwarding it without a copy on disk is not possible", "err", err)
-			continue
-		}
-		if dropped > 0 {
-			f.dropped.Add(int64(dropped))
-			f.log.Warn("queue full: dropped the oldest frames", "dropped", dropped, "max", f.fo.QueueMax, "hint", "no decryptor confirms frames; check that one runs and has the key")
-		}
-		e := f.describe(seq, frame)
-		if e == nil {
-			f.spool.Remove(seq)
-			continue
-		}
-		f.mu.Lock()
-		if dropped > 0 {
-			f.entries = slices.DeleteFunc(f.entries, func(x *entry) bool { return !f.spool.Has(x.seq) })
-		}
-		f.entries = append(f.entries, e)
-		if !f.titles[e.title] {
-			f.titles[e.title] = true
-			f.log.Info("forwarding meter", "meter", e.title, "topic", e.topic)
-			go f.publishDescription(ctx)
-		}
-		f.mu.Unlock()
-		select {
-		case f.wake <- struct{}{}:
-		default:
-		}
+		f.queue(ctx, frame)
 	}
 	if err := sc.Err(); err != nil && !errors.Is(err, context.Canceled) {
 		return fmt.Errorf("read meter: %w", err)
 	}
 	return nil
+}
+
+// queue stores a frame on disk, or in memory while the disk fails, and
+// wakes the sender.
+func (f *Forwarder) queue(ctx context.Context, frame []byte) {
+	now := time.Now()
+	e := f.describe(0, frame, now)
+	if e == nil {
+		return
+	}
+	seq, dropped, err := f.spool.Append(frame)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	switch {
+	case err != nil && !f.diskBad:
+		f.diskBad = true
+		f.log.Error("cannot write the queue to disk; keeping frames in memory (lost if the forwarder stops) until it works again",
+			"err", err, "hint", "free space or fix permissions in SMARTY_STATE_DIR")
+	case err == nil && f.diskBad:
+		f.diskBad = false
+		f.log.Info("the queue on disk works again")
+	}
+	if err != nil {
+		e.data = bytes.Clone(frame)
+	} else {
+		e.seq = seq
+	}
+	if dropped > 0 {
+		f.entries = slices.DeleteFunc(f.entries, func(x *entry) bool { return x.seq != 0 && !f.spool.Has(x.seq) })
+	}
+	f.entries = append(f.entries, e)
+	// The bound covers frames held in memory too.
+	for over := len(f.entries) - f.fo.QueueMax; over > 0; over-- {
+		f.drop(f.entries[0])
+		f.entries = f.entries[1:]
+		dropped++
+	}
+	if dropped > 0 {
+		f.dropped.Add(int64(dropped))
+		if ok, held := f.logs.allow("queue full"); ok {
+			f.log.Warn("queue full: dropped the oldest frames", "dropped", dropped, "max", f.fo.QueueMax, "similar_lines_held_back", held,
+				"hint", "no decryptor confirms frames; check that one runs and has the key")
+		}
+	}
+	if !f.titles[e.title] && len(f.titles) < maxTitles {
+		f.titles[e.title] = true
+		f.log.Info("forwarding meter", "meter", e.title, "topic", e.topic)
+		go f.publishDescription(ctx)
+	}
+	select {
+	case f.wake <- struct{}{}:
+	default:
+	}
+}
+
+// drop removes an entry's frame from the spool. Called with f.mu held.
+func (f *Forwarder) drop(e *entry) {
+	if e.seq != 0 {
+		f.spool.Remove(e.seq)
+	}
+}
+
+// frame returns the bytes of an entry.
+func (f *Forwarder) frame(e *entry) ([]byte, error) {
+	if e.seq == 0 {
+		return e.data, nil
+	}
+	return f.spool.Read(e.seq)
 }
 
 // connected publishes status and description and subscribes to the
@@ -252,7 +342,7 @@ func (f *Forwarder) connected(ctx context.Context) {
 	<-f.ready
 	f.conn.publish(ctx, f.statusTopic, []byte("online"), 1, true)
 	f.publishDescription(ctx)
-	if err := f.conn.subscribe(ctx, f.o.TopicPrefix+"/counter/+"); err != nil {
+	if err := f.conn.subscribe(ctx, f.o.TopicPrefix+"/confirm/+"); err != nil {
 		f.log.Warn("cannot subscribe to the decryptors' confirmations; frames stay queued", "err", err)
 	}
 	select {
@@ -280,39 +370,56 @@ func (f *Forwarder) publishDescription(ctx context.Context) {
 	}
 }
 
-// message takes a decryptor's confirmation: every frame of that meter up
-// to the counter is done.
+// message takes a decryptor's confirmation: the frames it names are
+// settled, if it is signed with the key trusted for the meter.
 func (f *Forwarder) message(topic string, payload []byte) {
-	title, ok := strings.CutPrefix(topic, f.o.TopicPrefix+"/counter/")
+	title, ok := strings.CutPrefix(topic, f.o.TopicPrefix+"/confirm/")
 	if !ok {
 		return
 	}
-	var st replayState
-	if json.Unmarshal(payload, &st) != nil {
-		return
-	}
+	c, pub, err := parseConfirmation(title, payload)
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	n := 0
-	f.entries = slices.DeleteFunc(f.entries, func(e *entry) bool {
-		if e.plain || e.title != title || e.counter > st.Counter {
-			return false
+	if err != nil || !f.trusted(title, pub, c) {
+		f.forged.Add(1)
+		if ok, held := f.logs.allow("forged " + title); ok {
+			f.log.Warn("ignored a confirmation not signed with the key trusted for this meter", "meter", title, "similar_lines_held_back", held,
+				"hint", "another client publishes on "+topic+" (restrict it with the broker's ACL), or the meter key changed: then set SMARTY_CONFIRM_KEY to the confirm_key the decryptors log, or delete "+f.pinFile)
 		}
-		f.spool.Remove(e.seq)
-		n++
-		return true
-	})
-	if n == 0 {
 		return
 	}
-	f.nConfirmed.Add(int64(n))
-	f.lastAck, f.resendGap = time.Now(), f.fo.ResendAfter
-	if !f.confirmed[title] {
-		if t, err := decrypt.ParseTitle(title); err == nil {
-			f.confirmed[title] = true
-			f.fresh = append(f.fresh, t)
-		}
+	verdicts := map[string]string{}
+	for _, s := range c.Settled {
+		id, v, _ := strings.Cut(s, ":")
+		verdicts[id] = v
 	}
+	published, rejected := 0, 0
+	f.entries = slices.DeleteFunc(f.entries, func(e *entry) bool {
+		v, hit := verdicts[e.id]
+		if !hit || e.plain || e.title != title {
+			return false
+		}
+		f.drop(e)
+		if v == verdictOK {
+			published++
+		} else {
+			rejected++
+			if ok, held := f.logs.allow("rejected " + title + v); ok {
+				f.log.Warn("a decryptor rejected a frame of this meter; dropped it, the next ones follow", "meter", title, "verdict", verdictText(v),
+					"similar_lines_held_back", held)
+			}
+		}
+		return true
+	})
+	if published+rejected == 0 {
+		return
+	}
+	if published > 0 {
+		f.pin(title, pub)
+	}
+	f.nConfirmed.Add(int64(published))
+	f.rejected.Add(int64(rejected))
+	f.lastAck, f.resendGap = time.Now(), f.fo.ResendAfter
 	select {
 	case f.wake <- struct{}{}: // the next frame of the meter may go
 	default:
@@ -320,6 +427,88 @@ func (f *Forwarder) message(topic string, payload []byte) {
 	if f.stuck {
 		f.stuck = false
 		f.log.Info("a decryptor confirms frames again", "meter", title, "queued", len(f.entries))
+	}
+}
+
+func verdictText(v string) string {
+	switch v {
+	case verdictDup:
+		return "duplicate (its counter did not grow)"
+	case verdictAuth:
+		return "failed authentication (damaged on the line, or the decryptor has the wrong key)"
+	case verdictBad:
+		return "no valid telegram inside (damaged on the line)"
+	}
+	return v
+}
+
+// trusted decides whether pub may settle frames of title: the configured
+// key, else the key pinned for the meter; a meter without pin trusts a key
+// on a confirmation that names one of the frames held here as published.
+// Called with f.mu held.
+func (f *Forwarder) trusted(title string, pub ed25519.PublicKey, c *confirmation) bool {
+	if f.fo.ConfirmKey != nil {
+		return pub.Equal(f.fo.ConfirmKey)
+	}
+	if pinned, ok := f.pins[title]; ok {
+		return pinned == hex.EncodeToString(pub)
+	}
+	for _, s := range c.Settled {
+		id, v, _ := strings.Cut(s, ":")
+		if v != verdictOK {
+			continue
+		}
+		for _, e := range f.entries {
+			if e.id == id && e.title == title {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// pin records that a decryptor confirmed a frame of title as published
+// with pub: the meter is real, and pub is its key from now on. Called
+// with f.mu held.
+func (f *Forwarder) pin(title string, pub ed25519.PublicKey) {
+	if _, ok := f.pins[title]; ok || len(f.pins) >= maxTitles {
+		return
+	}
+	hexPub := hex.EncodeToString(pub)
+	f.pins[title] = hexPub
+	if t, err := decrypt.ParseTitle(title); err == nil {
+		f.fresh = append(f.fresh, t)
+	}
+	f.savePins()
+	if f.fo.ConfirmKey == nil {
+		f.log.Info("trusting the decryptors' confirmation key for this meter from now on", "meter", title, "confirm_key", hexPub,
+			"hint", "set SMARTY_CONFIRM_KEY to it to trust only this key from the start")
+	}
+}
+
+func (f *Forwarder) loadPins() {
+	b, err := os.ReadFile(f.pinFile)
+	if err != nil {
+		return
+	}
+	pins := map[string]string{}
+	if json.Unmarshal(b, &pins) != nil {
+		f.log.Warn("confirmation keys unreadable; trusting the next ones", "file", f.pinFile)
+		return
+	}
+	for t, p := range pins {
+		if len(f.pins) < maxTitles {
+			f.pins[t] = p
+		}
+	}
+}
+
+// savePins writes the pinned keys. Called with f.mu held.
+func (f *Forwarder) savePins() {
+	b, _ := json.Marshal(f.pins)
+	tmp := f.pinFile + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err == nil {
+		os.Rename(tmp, f.pinFile)
 	}
 }
 
@@ -334,6 +523,7 @@ func (f *Forwarder) sender(ctx context.Context) {
 		case <-f.wake:
 		case <-t.C:
 		}
+		f.expire()
 		if f.conn.up.Load() {
 			f.sendDue(ctx)
 		}
@@ -341,11 +531,39 @@ func (f *Forwarder) sender(ctx context.Context) {
 	}
 }
 
-// sendDue sends, per meter, the oldest frame no decryptor has confirmed
-// yet (again, once ResendAfter has passed), and the next one only after
-// that one's confirmation. One frame in flight per meter keeps the order:
-// were frame n lost by the broker after n+1 was accepted, n would be
-// refused as a replay when re-sent.
+// expire drops the frames of meters that no decryptor ever confirmed once
+// they are older than UnconfirmedTTL: line noise shaped like a header, or
+// a meter whose key no decryptor has.
+func (f *Forwarder) expire() {
+	now := time.Now()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	f.entries = slices.DeleteFunc(f.entries, func(e *entry) bool {
+		if e.plain || now.Sub(e.queuedAt) < f.fo.UnconfirmedTTL {
+			return false
+		}
+		if _, confirmed := f.pins[e.title]; confirmed {
+			return false
+		}
+		f.drop(e)
+		n++
+		return true
+	})
+	if n > 0 {
+		f.dropped.Add(int64(n))
+		if ok, held := f.logs.allow("expired"); ok {
+			f.log.Warn("dropped frames of meters that no decryptor confirmed in time", "frames", n, "after", f.fo.UnconfirmedTTL,
+				"similar_lines_held_back", held, "hint", "line noise, or no decryptor holds the key of that meter")
+		}
+	}
+}
+
+// sendDue sends, per meter, the oldest frame no decryptor has settled yet
+// (again, once ResendAfter has passed), and the next one only after that
+// one is settled. One frame in flight per meter keeps the order: were
+// frame n lost by the broker after n+1 was accepted, n would be refused as
+// a replay when re-sent.
 func (f *Forwarder) sendDue(ctx context.Context) {
 	now := time.Now()
 	f.mu.Lock()
@@ -374,10 +592,13 @@ func (f *Forwarder) sendDue(ctx context.Context) {
 	}
 	f.mu.Unlock()
 	for _, e := range due {
-		if !f.spool.Has(e.seq) {
+		f.mu.Lock()
+		held := slices.Contains(f.entries, e)
+		f.mu.Unlock()
+		if !held {
 			continue
 		}
-		b, err := f.spool.Read(e.seq)
+		b, err := f.frame(e)
 		if err != nil {
 			continue
 		}
@@ -392,7 +613,7 @@ func (f *Forwarder) sendDue(ctx context.Context) {
 		f.mu.Lock()
 		e.sent, e.sentAt = true, time.Now()
 		if e.plain {
-			f.spool.Remove(e.seq)
+			f.drop(e)
 			f.entries = slices.DeleteFunc(f.entries, func(x *entry) bool { return x == e })
 		}
 		f.mu.Unlock()

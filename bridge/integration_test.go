@@ -107,6 +107,14 @@ func openPTY(t *testing.T, ctx context.Context, device string, logs *logBuffer) 
 	return r
 }
 
+// nextFrame is smarty-2026's telegram sealed as the meter's n-th frame
+// after smarty-2026.frame: same title and key, a counter n higher (bridges
+// drop a frame whose counter does not grow).
+func nextFrame(t *testing.T, n uint32) []byte {
+	t.Helper()
+	return decrypt.Seal(nil, *key(t, testKey), decrypt.DefaultAuthKey, decrypt.Title{'S', 'Y', 'S', 'T', 'E', 'M', 'I', 'D'}, 0x10000001+n, readFile(t, "smarty-2026.telegram"))
+}
+
 // expectedStates is what the state topics must carry for smarty-2026.
 func expectedStates(t *testing.T) map[string]string {
 	t.Helper()
@@ -184,7 +192,7 @@ func TestBridgeEndToEnd(t *testing.T) {
 
 	// The meter falls silent: it goes offline, and online with the next frame.
 	sub.WaitValue("smarty/SAG1030700012701/availability", "offline", 5*time.Second)
-	pty.Write(frame)
+	pty.Write(nextFrame(t, 1))
 	sub.WaitValue("smarty/SAG1030700012701/availability", "online", 5*time.Second)
 
 	// The broker restarts (persistence keeps nothing of ours that matters):
@@ -194,7 +202,7 @@ func TestBridgeEndToEnd(t *testing.T) {
 	broker.Start()
 	sub2 := testenv.Subscribe(t, broker.URL, "smarty/#", "homeassistant/#")
 	sub2.WaitValue("smarty/status/test", "online", 40*time.Second)
-	pty.Write(frame)
+	pty.Write(nextFrame(t, 2))
 	sub2.WaitValue("smarty/SAG1030700012701/1-0:2.8.0", "112743.030", 5*time.Second)
 
 	// The cable is pulled and plugged back.
@@ -203,7 +211,7 @@ func TestBridgeEndToEnd(t *testing.T) {
 	pty.Start()
 	testenv.WaitFor(t, 10*time.Second, "port reopened", func() bool { return strings.Contains(logs.String(), "meter port reopened") })
 	before := sub2.N("smarty/SAG1030700012701/1-0:1.8.0")
-	pty.Write(frame)
+	pty.Write(nextFrame(t, 3))
 	testenv.WaitFor(t, 5*time.Second, "state after replug", func() bool { return sub2.N("smarty/SAG1030700012701/1-0:1.8.0") > before })
 
 	// A clean stop says offline.

@@ -43,7 +43,11 @@ type conn struct {
 	url      string
 	failures atomic.Int64
 	up       atomic.Bool
-	current  atomic.Pointer[lockedConn]
+	// takenOver is when the broker last closed the connection because
+	// another client connected with our client id (0x8E), in Unix ns.
+	takenOver atomic.Int64
+	takeovers atomic.Int64
+	current   atomic.Pointer[lockedConn]
 }
 
 // connectOptions are the hooks of one connection.
@@ -55,6 +59,10 @@ type connectOptions struct {
 	onUp          func()                             // after every (re)connection; must not block
 	onMessage     func(topic string, payload []byte) // every received message
 	keepAlive     uint16                             // seconds; 0 means 30
+	// maxPacket > 0 tells the broker the largest packet we take (MQTT 5
+	// Maximum Packet Size): it drops larger messages instead of sending
+	// them, so that no client can make us buffer megabytes.
+	maxPacket uint32
 }
 
 // dial starts connecting in the background and returns at once; autopaho
@@ -74,7 +82,7 @@ func dial(ctx context.Context, o MQTTOptions, co connectOptions, log *slog.Logge
 		CleanStartOnInitialConnection: co.sessionExpiry == 0,
 		SessionExpiryInterval:         co.sessionExpiry,
 		ConnectTimeout:                10 * time.Second,
-		ReconnectBackoff:              autopaho.NewExponentialBackoff(time.Second, 30*time.Second, 2*time.Second, 2),
+		ReconnectBackoff:              c.backoff(autopaho.NewExponentialBackoff(time.Second, 30*time.Second, 2*time.Second, 2)),
 		ConnectUsername:               o.Username,
 		ConnectPassword:               []byte(o.Password),
 		WillMessage:                   &paho.WillMessage{Topic: co.statusTopic, Payload: []byte("offline"), QoS: 1, Retain: true},
@@ -101,6 +109,15 @@ func dial(ctx context.Context, o MQTTOptions, co connectOptions, log *slog.Logge
 				log.Debug("mqtt client error", "err", err)
 			},
 			OnServerDisconnect: func(d *paho.Disconnect) {
+				if d.ReasonCode == 0x8E {
+					c.takenOver.Store(time.Now().UnixNano())
+					if n := c.takeovers.Add(1); n == 1 || n%10 == 0 {
+						log.Warn("another client connected with the same client id and took over the session; reconnecting only every 30 s",
+							"client_id", o.ClientID, "times", n,
+							"hint", "give every smartybridge its own SMARTY_MQTT_CLIENT_ID (two hosts with the same name, or forwarder and decryptor on one host with the same id?)")
+					}
+					return
+				}
 				log.Warn("MQTT broker closed the connection", "reason_code", d.ReasonCode, "reason", reasonString(d.Properties))
 			},
 		},
@@ -113,12 +130,35 @@ func dial(ctx context.Context, o MQTTOptions, co connectOptions, log *slog.Logge
 			},
 		}
 	}
+	if co.maxPacket > 0 {
+		limit := co.maxPacket
+		cfg.SetConnectPacketConfigurator(func(p *paho.Connect) (*paho.Connect, error) {
+			if p.Properties == nil {
+				p.Properties = &paho.ConnectProperties{}
+			}
+			p.Properties.MaximumPacketSize = &limit
+			return p, nil
+		})
+	}
 	cm, err := autopaho.NewConnection(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
 	c.cm = cm
 	return c, nil
+}
+
+// backoff waits at least 30 s after another client took our session
+// over, so that two clients with one id do not throw each other out many
+// times a second.
+func (c *conn) backoff(next func(int) time.Duration) func(int) time.Duration {
+	return func(attempt int) time.Duration {
+		d := next(attempt)
+		if t := c.takenOver.Load(); t != 0 && time.Since(time.Unix(0, t)) < time.Minute {
+			d = max(d, 30*time.Second)
+		}
+		return d
+	}
 }
 
 func reasonString(p *paho.DisconnectProperties) string {
@@ -183,6 +223,12 @@ func (c *conn) subscribe(ctx context.Context, topics ...string) error {
 	for i, t := range topics {
 		subs[i] = paho.SubscribeOptions{Topic: t, QoS: 1}
 	}
+	return c.subscribeWith(ctx, subs)
+}
+
+// subscribeWith subscribes with options per topic; paho reports a
+// subscription the broker refused (an ACL refusal) as an error.
+func (c *conn) subscribeWith(ctx context.Context, subs []paho.SubscribeOptions) error {
 	_, err := c.cm.Subscribe(ctx, &paho.Subscribe{Subscriptions: subs})
 	return err
 }

@@ -124,7 +124,7 @@ func TestSplitMatchesBridge(t *testing.T) {
 	}
 	for topic := range got {
 		_, inBridge := want[topic]
-		split := strings.HasPrefix(topic, "smarty/counter/") || strings.HasPrefix(topic, "smarty/forwarder/") || topic == "smarty/status/meterside"
+		split := strings.HasPrefix(topic, "smarty/confirm/") || strings.HasPrefix(topic, "smarty/forwarder/") || topic == "smarty/status/meterside"
 		if !inBridge && !split {
 			t.Errorf("split mode retained %s, bridge mode did not", topic)
 		}
@@ -166,18 +166,23 @@ func TestDecryptorDropsDuplicatesAndJunk(t *testing.T) {
 	statesAfterOne := len(sub.Topics("smarty/SAG1030700012701/"))
 
 	// Junk: a meter without key, a wrong key, garbage, a frame on the wrong
-	// meter's topic. Each twice: logged once, counted twice.
+	// meter's topic. Each more than once: logged once, counted each time.
+	// The key is blamed only after three failures in a row with none
+	// passing.
 	unknown := decrypt.Seal(nil, *key(t, testKey), decrypt.DefaultAuthKey, decrypt.Title{'S', 'A', 'G', 9}, 1, []byte("/x"))
 	real := readFile(t, "smarty-2018-real.frame")
-	for range 2 {
-		publishRaw(t, pub.Client, "smarty/raw/5341470900000000", unknown)
+	for i := range 3 {
 		publishRaw(t, pub.Client, "smarty/raw/534147677001BD54", real)
+		if i == 2 {
+			break
+		}
+		publishRaw(t, pub.Client, "smarty/raw/5341470900000000", unknown)
 		publishRaw(t, pub.Client, "smarty/raw/53595354454D4944", []byte("garbage \xDB\x08 bytes"))
 		publishRaw(t, pub.Client, "smarty/raw/534147677001BD54", frame)
 	}
 	testenv.WaitFor(t, 5*time.Second, "junk counted", func() bool {
 		s := dec.Stats()
-		return s.NoKey == 2 && s.AuthFailures == 2 && dec.Garbage() == 4
+		return s.NoKey == 2 && s.AuthFailures == 3 && dec.Garbage() == 4
 	})
 	stop()
 	// Once per meter: the garbage and the misplaced frame came on two topics.
@@ -189,9 +194,17 @@ func TestDecryptorDropsDuplicatesAndJunk(t *testing.T) {
 	if n := len(sub.Topics("smarty/SAG1030700012701/")); n != statesAfterOne {
 		t.Errorf("junk changed the published states: %d topics, was %d", n, statesAfterOne)
 	}
+	if c, ok := sub.Get("smarty/confirm/534147677001BD54"); !ok || !strings.Contains(c, ":auth") {
+		t.Errorf("the frames that failed authentication were not settled: %q", c)
+	}
+	for topic := range retained(t, broker.URL) {
+		if strings.Contains(topic, "534147677001BD54") || strings.Contains(topic, "5341470900000000") {
+			t.Errorf("retained %s for frames that did not decode", topic)
+		}
+	}
 	for topic := range sub.Topics("smarty/") {
-		if strings.HasPrefix(topic, "smarty/raw/") {
-			continue // what the test itself sent
+		if strings.HasPrefix(topic, "smarty/raw/") || strings.HasPrefix(topic, "smarty/confirm/") {
+			continue // what the test itself sent, and the settlements
 		}
 		if strings.Contains(topic, "534147677001BD54") || strings.Contains(topic, "SAG1030700114004") || strings.Contains(topic, "5341470900000000") {
 			t.Errorf("published %s for a frame that did not decode", topic)
@@ -408,7 +421,7 @@ func TestReplayAcrossRestartAndKeyChange(t *testing.T) {
 		t.Fatalf("first frame not accepted: %+v", d.Stats())
 	}
 	// Forget the broker's copy: only the state directory remembers.
-	pub.Client.Publish(context.Background(), &paho.Publish{Topic: "smarty/counter/" + title.String(), Retain: true, QoS: 1})
+	pub.Client.Publish(context.Background(), &paho.Publish{Topic: "smarty/confirm/" + title.String(), Retain: true, QoS: 1})
 	if d := run(oldKey, frame(oldKey, 500), frame(oldKey, 499)); d.Stats().Telegrams != 0 || d.Duplicates() != 2 {
 		t.Errorf("after a restart, replays accepted: %d telegrams, %d duplicates", d.Stats().Telegrams, d.Duplicates())
 	}

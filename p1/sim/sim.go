@@ -33,6 +33,14 @@ type Options struct {
 	Seed    uint64        // for the noise; same seed, same readings
 }
 
+// ClockCounter is a frame counter for a simulated meter started at t: ten
+// per second since 2026, so that a simulator started again continues above
+// the counters it sent before, as a real meter does (bridges drop frames
+// whose counter does not grow).
+func ClockCounter(t time.Time) uint32 {
+	return uint32(t.Sub(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)).Milliseconds() / 100)
+}
+
 // Meter is a simulated meter. Not safe for concurrent use.
 type Meter struct {
 	o        Options
