@@ -155,6 +155,9 @@ func TestDecodeErrorsAndStatus(t *testing.T) {
 		{"plain CRC mismatch", nil, bytes.Replace(plain, []byte("000004.426"), []byte("000004.427"), 1), nil, 1, "rejected 0 authentication, 0 no key, 1 CRC", 0},
 		{"plain, bare LF", nil, lfOnly(plain), nil, 0, "decoded 1 telegrams (1 with bare LF line ends", 1},
 		{"three-digit CRC", nil, heat, nil, 0, "decoded 1 telegrams;", 1},
+		// A false header of a meter without key must not swallow the frame
+		// behind it (SMARTY_KEYS users).
+		{"noise of a keyless title", map[string]string{"SMARTY_KEYS": "534147677001BD54:" + realKey}, append([]byte("\xDB\x08NOISE\x01\x02\x03\x81\xFF\x30\x00\x00\x00\x07"), frame...), nil, 0, "decoded 1 telegrams", 1},
 		{"garbage around a frame", map[string]string{"SMARTY_KEY": realKey}, append(append([]byte("\xDB\x08xx/"), frame...), frame[:99]...), nil, 0, "decoded 1 telegrams", 1},
 	}
 	for _, tt := range tests {

@@ -45,10 +45,10 @@ import (
 // named in settled: a confirmation can never remove a frame it does not
 // name, so an old key's confirmation cannot remove new frames.
 //
-// The message is retained for meters whose frames authenticated (a
-// forwarder that was away reads the last one when it comes back), and
-// sent without retain otherwise, so that line noise and forged frames
-// leave nothing behind on the broker.
+// The message is retained (a forwarder that was away reads the last one
+// when it comes back). Only meters whose frames authenticated get one:
+// line noise and forged frames of made-up meters leave nothing behind on
+// the broker and cost no signature.
 
 // Verdicts of a settled frame.
 const (

@@ -362,7 +362,12 @@ func (d *decryptor) reject(ctx context.Context, id string, k confirmKey, fid str
 	default:
 		d.warnLimited("bad "+id, "a forwarded frame decrypted but holds no valid telegram; skipped", "meter", id, "err", err)
 	}
-	d.settle(ctx, id, k, fid, verdict, counter, false, "")
+	if known {
+		// Settled only for meters whose frames authenticated before: a
+		// forwarder trusts no key for any other meter yet, and noise or
+		// forged frames of made-up meters cost no signature.
+		d.settle(ctx, id, k, fid, verdict, counter, false, "")
+	}
 }
 
 // settle publishes a signed confirmation naming the frame fid with its
@@ -389,9 +394,6 @@ func (d *decryptor) settle(ctx context.Context, id string, k confirmKey, fid, ve
 		c.Counter = counter
 	}
 	payload := k.sign(id, &c)
-	// Retained only for meters that authenticated: noise and forged
-	// frames leave nothing on the broker.
-	retain := accepted || known
 	finish := func(ok bool) {
 		if ok && accepted {
 			b.book.commit(id, k.keyID, counter, meterID)
@@ -415,7 +417,7 @@ func (d *decryptor) settle(ctx context.Context, id string, k confirmKey, fid, ve
 		defer func() { <-d.flight }()
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
-		err := b.conn.publish(pctx, d.confirmTopic(id), payload, 1, retain)
+		err := b.conn.publish(pctx, d.confirmTopic(id), payload, 1, true)
 		if err != nil {
 			b.log.Debug("confirmation not published; the forwarder will send the frame again", "meter", id, "err", err)
 		}
@@ -488,7 +490,7 @@ func newerStamp(a, b string) bool {
 // encrypted reports whether meter is an encrypted meter: one in the
 // replay book (by its meter id or title) or one with a configured key.
 func (d *decryptor) encrypted(meter string) bool {
-	if d.b.book.meters()[meter] {
+	if d.b.book.encrypted(meter) {
 		return true
 	}
 	for t := range d.keys.byTitle {

@@ -243,10 +243,9 @@ func (f *Forwarder) Run(ctx context.Context, src io.Reader) error {
 // read queues every frame of src.
 func (f *Forwarder) read(ctx context.Context, src io.Reader) error {
 	var n atomic.Int64
-	sc := p1.NewScanner(countingReader{ctx, src, &n})
+	var sc *p1.Scanner
 	known := map[[8]byte]bool{}
-	for sc.Scan() {
-		frame := sc.Frame()
+	learn := func() {
 		f.mu.Lock()
 		for _, t := range f.fresh {
 			known[t] = true
@@ -254,6 +253,13 @@ func (f *Forwarder) read(ctx context.Context, src io.Reader) error {
 		}
 		f.fresh = f.fresh[:0]
 		f.mu.Unlock()
+	}
+	// Meters confirmed meanwhile are known before every read, so that a
+	// false header waiting for its declared bytes is cut at theirs.
+	sc = p1.NewScanner(hookedReader{countingReader{ctx, src, &n}, learn})
+	for sc.Scan() {
+		frame := sc.Frame()
+		learn()
 		// A frame of a meter no decryptor has confirmed may be line noise
 		// shaped like a header whose declared span swallowed the real
 		// frame: forward it, and search its bytes again.
@@ -266,6 +272,17 @@ func (f *Forwarder) read(ctx context.Context, src io.Reader) error {
 		return fmt.Errorf("read meter: %w", err)
 	}
 	return nil
+}
+
+// hookedReader calls before ahead of every Read.
+type hookedReader struct {
+	r      io.Reader
+	before func()
+}
+
+func (h hookedReader) Read(p []byte) (int, error) {
+	h.before()
+	return h.r.Read(p)
 }
 
 // queue stores a frame on disk, or in memory while the disk fails, and
@@ -380,6 +397,12 @@ func (f *Forwarder) message(topic string, payload []byte) {
 	c, pub, err := parseConfirmation(title, payload)
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if err == nil && !f.trusted(title, pub, c) && f.fo.ConfirmKey == nil && f.pins[title] == "" {
+		// A meter no decryptor confirmed yet, and nothing here to check
+		// this key against: wait for one that names a frame as published.
+		f.log.Debug("confirmation of a meter without trusted key yet; waiting for one that confirms a frame", "meter", title)
+		return
+	}
 	if err != nil || !f.trusted(title, pub, c) {
 		f.forged.Add(1)
 		if ok, held := f.logs.allow("forged " + title); ok {
@@ -610,6 +633,7 @@ func (f *Forwarder) sendDue(ctx context.Context) {
 			return
 		}
 		f.forwarded.Add(1)
+		f.log.Debug("forwarded", "topic", e.topic, "bytes", len(b), "id", e.id)
 		f.mu.Lock()
 		e.sent, e.sentAt = true, time.Now()
 		if e.plain {

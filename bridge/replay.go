@@ -43,11 +43,12 @@ type replayBook struct {
 
 	mu    sync.Mutex
 	m     map[string]replayEntry // by system title in hex
+	ids   map[string]bool        // titles and meter ids in m
 	dirty bool
 }
 
 func newReplayBook(stateDir string) *replayBook {
-	r := &replayBook{m: map[string]replayEntry{}}
+	r := &replayBook{m: map[string]replayEntry{}, ids: map[string]bool{}}
 	if stateDir != "" {
 		r.file = filepath.Join(stateDir, "counters.json")
 	}
@@ -84,22 +85,20 @@ func (r *replayBook) commit(title, keyID string, counter uint32, meter string) b
 		meter = e.Meter
 	}
 	r.m[title] = replayEntry{Counter: counter, KeyID: keyID, Meter: meter, Seen: time.Now().Unix() / 86400}
+	r.ids[title] = true
+	if meter != "" {
+		r.ids[meter] = true
+	}
 	r.dirty = true
 	return true
 }
 
-// meters returns the meter ids of the encrypted meters in the book.
-func (r *replayBook) meters() map[string]bool {
+// encrypted reports whether id is the system title or the meter id of a
+// meter in the book.
+func (r *replayBook) encrypted(id string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := map[string]bool{}
-	for t, e := range r.m {
-		out[t] = true
-		if e.Meter != "" {
-			out[e.Meter] = true
-		}
-	}
-	return out
+	return r.ids[id]
 }
 
 // load reads the book an earlier run saved.
@@ -130,6 +129,10 @@ func (r *replayBook) load() error {
 			continue
 		}
 		r.m[t] = e
+		r.ids[t] = true
+		if e.Meter != "" {
+			r.ids[e.Meter] = true
+		}
 	}
 	return nil
 }

@@ -119,13 +119,16 @@ func (s *Scanner) Reject() {
 // authenticated, or a decryptor confirmed them). A header of a known title
 // inside the span another header declares ends that candidate there: it
 // was a false header or a frame cut short, and the known frame starts
-// there. At most 32 titles are kept; the oldest goes first.
+// there. At most 32 titles are kept; the oldest goes first. Call it from
+// the goroutine that scans (a reader passed to NewScanner may, before
+// each Read).
 func (s *Scanner) Know(title [8]byte) {
 	if s.isKnown(title[:]) {
 		return
 	}
 	s.known[s.nKnown%maxKnown] = title
 	s.nKnown++
+	s.checked = 0 // search the pending candidate again with the new title
 }
 
 func (s *Scanner) isKnown(title []byte) bool {
