@@ -45,7 +45,7 @@ func TestForwarderKilledWhileBrokerDown(t *testing.T) {
 	broker := testenv.Mosquitto(t, "")
 	pty := testenv.Socat(t)
 	state := t.TempDir()
-	m := sim.New(sim.Options{Start: time.Now(), Seed: 5})
+	m := sim.New(sim.Options{Start: time.Now(), Seed: 5, Counter: sim.ClockCounter(time.Now())})
 
 	u, _ := url.Parse(broker.URL)
 	dec, err := bridge.New(bridge.Options{MQTT: bridge.MQTTOptions{URL: u, ClientID: "dec"},
@@ -58,8 +58,14 @@ func TestForwarderKilledWhileBrokerDown(t *testing.T) {
 	go func() { ddone <- dec.RunDecrypt(ctx, bridge.SplitOptions{StateDir: t.TempDir()}) }()
 	defer func() { cancel(); <-ddone }()
 
+	// The forwarder trusts only the key `smartybridge confirm-key` prints.
+	ck, out, _ := command(map[string]string{"SMARTY_KEY": sim.DemoKeyHex}, "confirm-key")
+	if err := ck.Run(); err != nil || !strings.Contains(out.String(), "SMARTY_CONFIRM_KEY="+bridge.ConfirmPublicKey(sim.DemoKey)) || strings.Contains(out.String(), sim.DemoKeyHex) {
+		t.Fatalf("confirm-key: %v %q", err, out)
+	}
+	confirmKey := strings.TrimPrefix(strings.TrimSpace(out.String()), "SMARTY_CONFIRM_KEY=")
 	env := map[string]string{"SMARTY_MODE": "forward", "SMARTY_DEVICE": pty.Device, "SMARTY_MQTT_URL": broker.URL,
-		"SMARTY_MQTT_CLIENT_ID": "fwd", "SMARTY_STATE_DIR": state, "SMARTY_LOG_LEVEL": "debug"}
+		"SMARTY_MQTT_CLIENT_ID": "fwd", "SMARTY_STATE_DIR": state, "SMARTY_LOG_LEVEL": "debug", "SMARTY_CONFIRM_KEY": confirmKey}
 	fwd, _, fwdErr := command(env)
 	if err := fwd.Start(); err != nil {
 		t.Fatal(err)
@@ -198,4 +204,98 @@ func mosquittoPath() string {
 		return p
 	}
 	return "/usr/sbin/mosquitto"
+}
+
+// TestDefaultClientIDs: a forwarder and a decryptor on one host, both
+// without SMARTY_MQTT_CLIENT_ID and sharing a state directory, get ids
+// that differ by mode; two bridges on hosts named alike (different state
+// directories) by their suffix. Frames flow; nobody throws anybody out.
+func TestDefaultClientIDs(t *testing.T) {
+	broker := testenv.Mosquitto(t, "")
+	pty := testenv.Socat(t)
+	sub := testenv.Subscribe(t, broker.URL, "smarty/#")
+	state := t.TempDir()
+	base := map[string]string{"SMARTY_MQTT_URL": broker.URL, "SMARTY_STATE_DIR": state}
+	with := func(extra map[string]string) map[string]string {
+		m := map[string]string{}
+		for k, v := range base {
+			m[k] = v
+		}
+		for k, v := range extra {
+			m[k] = v
+		}
+		return m
+	}
+	dec, _, decErr := command(with(map[string]string{"SMARTY_MODE": "decrypt", "SMARTY_KEY": sim.DemoKeyHex}))
+	fwd, _, fwdErr := command(with(map[string]string{"SMARTY_MODE": "forward", "SMARTY_DEVICE": pty.Device}))
+	other, _, otherErr := command(map[string]string{"SMARTY_MQTT_URL": broker.URL, "SMARTY_STATE_DIR": t.TempDir(), "SMARTY_MODE": "decrypt", "SMARTY_KEY": sim.DemoKeyHex, "SMARTY_SHARE_GROUP": "g"})
+	for _, c := range []*exec.Cmd{dec, fwd, other} {
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	online := func() []string {
+		var ids []string
+		for topic, v := range sub.Topics("smarty/status/") {
+			if v == "online" {
+				ids = append(ids, strings.TrimPrefix(topic, "smarty/status/"))
+			}
+		}
+		return ids
+	}
+	testenv.WaitFor(t, 10*time.Second, "three instances online", func() bool { return len(online()) == 3 })
+	m := sim.New(sim.Options{Start: time.Now(), Counter: sim.ClockCounter(time.Now())})
+	time.Sleep(500 * time.Millisecond)
+	pty.Write(m.Frame(nil, time.Now()))
+	testenv.WaitFor(t, 10*time.Second, "the frame decoded", func() bool { _, ok := sub.Get("smarty/SAG1100000000001/1-0:1.8.0"); return ok })
+	ids := online()
+	for _, c := range []*exec.Cmd{dec, fwd, other} {
+		stopProcess(t, c)
+	}
+	var modes []string
+	for _, id := range ids {
+		parts := strings.Split(id, "-")
+		if len(parts) < 4 || parts[0] != "smartybridge" || len(parts[len(parts)-1]) != 6 {
+			t.Errorf("client id %q is not smartybridge-<mode>-<host>-<suffix>", id)
+			continue
+		}
+		modes = append(modes, parts[1])
+	}
+	if strings.Join(modes, " ") == "" || len(ids) != 3 {
+		t.Errorf("ids %v", ids)
+	}
+	for _, log := range []string{decErr.String(), fwdErr.String(), otherErr.String()} {
+		if strings.Contains(log, "same client id") {
+			t.Errorf("a default id collided:\n%s", log)
+		}
+	}
+}
+
+// TestSessionTakeoverBacksOff: two instances with the same explicit client
+// id. Each time one connects the broker throws the other out (MQTT 5
+// reason 0x8E); they back off for 30 s instead of reconnecting thousands
+// of times, and say why, naming SMARTY_MQTT_CLIENT_ID.
+func TestSessionTakeoverBacksOff(t *testing.T) {
+	broker := testenv.Mosquitto(t, "")
+	env := func() map[string]string {
+		return map[string]string{"SMARTY_MQTT_URL": broker.URL, "SMARTY_MODE": "decrypt", "SMARTY_KEY": sim.DemoKeyHex,
+			"SMARTY_MQTT_CLIENT_ID": "same", "SMARTY_STATE_DIR": t.TempDir()}
+	}
+	a, _, aErr := command(env())
+	b, _, bErr := command(env())
+	a.Start()
+	time.Sleep(500 * time.Millisecond)
+	b.Start()
+	time.Sleep(10 * time.Second)
+	stopProcess(t, a)
+	stopProcess(t, b)
+	logs := aErr.String() + bErr.String()
+	connects := strings.Count(logs, "connected to MQTT broker")
+	t.Logf("%d connections in 10 s", connects)
+	if connects > 12 {
+		t.Errorf("%d connections in 10 s: no backoff", connects)
+	}
+	if !strings.Contains(logs, "same client id") || !strings.Contains(logs, "SMARTY_MQTT_CLIENT_ID") {
+		t.Errorf("no takeover warning naming SMARTY_MQTT_CLIENT_ID:\n%s", logs)
+	}
 }

@@ -7,6 +7,7 @@
 //	smartybridge demo          the whole bridge with a simulated meter and an embedded broker
 //	smartybridge simulate [P]  write a simulated meter's frames to stdout or P
 //	smartybridge decode [F…]   decode P1 captures to JSON lines
+//	smartybridge confirm-key   print the public key that signs split-mode confirmations
 //	smartybridge -h            list the SMARTY_* variables
 //
 // Configuration comes from SMARTY_* environment variables; -h lists them.
@@ -19,7 +20,10 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sort"
 	"syscall"
+
+	"github.com/smartybridge/smartybridge/bridge"
 )
 
 // version is the release; the add-on's config.yaml carries the same.
@@ -89,6 +93,40 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runAddon(ctx, stderr)
 	case "health":
 		return runHealth(stdout)
+	case "confirm-key":
+		return runConfirmKey(stdout)
 	}
 	return configError{fmt.Errorf("unknown command %q; try smartybridge -h", cmd)}
+}
+
+// runConfirmKey prints, for every configured meter key, the public key
+// that signs the decryptors' confirmations: what a forwarder's
+// SMARTY_CONFIRM_KEY is set to. It is derived one-way from the meter key
+// and tells nothing about it.
+func runConfirmKey(stdout io.Writer) error {
+	var keys KeyConfig
+	if err := processEnv(&keys); err != nil {
+		return err
+	}
+	if err := keys.loadKeysFile(); err != nil {
+		return configError{err}
+	}
+	o := keys.decryptOptions()
+	if o.Key == nil && len(o.Keys) == 0 {
+		return configError{errors.New("confirm-key needs the meter key: set SMARTY_KEY (or SMARTY_KEYS) as for the decryptor")}
+	}
+	if o.Key != nil {
+		fmt.Fprintf(stdout, "SMARTY_CONFIRM_KEY=%s\n", bridge.ConfirmPublicKey(*o.Key))
+	}
+	titles := make([]string, 0, len(o.Keys))
+	byName := map[string]string{}
+	for t, k := range o.Keys {
+		titles = append(titles, t.String())
+		byName[t.String()] = bridge.ConfirmPublicKey(k)
+	}
+	sort.Strings(titles)
+	for _, t := range titles {
+		fmt.Fprintf(stdout, "%s SMARTY_CONFIRM_KEY=%s\n", t, byName[t])
+	}
+	return nil
 }

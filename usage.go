@@ -14,6 +14,7 @@ Commands:
   smartybridge demo             the same with a simulated meter and an embedded broker
   smartybridge simulate [PATH]  write a simulated meter's frames to stdout or PATH
   smartybridge decode [FILE…]   decode P1 bytes (files, or stdin) to JSON lines
+  smartybridge confirm-key      print the key forwarders check decryptors' confirmations with
   smartybridge version          print the version
   smartybridge -h               this help
 

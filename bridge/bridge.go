@@ -36,8 +36,9 @@ type Options struct {
 	StateDir string
 	// Log receives the bridge's messages; nil discards them.
 	Log *slog.Logger
-	// OnTelegram, if set, sees every telegram after it was published, in
-	// the reading goroutine (the demo prints a line from it).
+	// OnTelegram, if set, sees every telegram after its states were
+	// written to the broker connection, in the reading goroutine (the demo
+	// prints a line from it).
 	OnTelegram func(meter string, tg *p1.Telegram)
 }
 
@@ -305,7 +306,7 @@ func (b *Bridge) handle(ctx context.Context, tg *p1.Telegram, from p1.Origin) bo
 
 	ok := b.publishStates(ctx, m, id, tg, !wasOnline)
 	b.counts.telegrams.Add(1)
-	if b.o.OnTelegram != nil {
+	if ok && b.o.OnTelegram != nil {
 		b.o.OnTelegram(id, tg)
 	}
 	return ok

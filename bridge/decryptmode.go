@@ -116,6 +116,17 @@ func (c *confirmKeys) lookup(t decrypt.Title) (confirmKey, bool) {
 	return confirmKey{}, false
 }
 
+func newDecryptor(b *Bridge, o SplitOptions) *decryptor {
+	if o.MaxPlainMeters <= 0 {
+		o.MaxPlainMeters = 16
+	}
+	return &decryptor{
+		b: b, o: o, frames: make(chan rawFrame, 4096), done: make(chan struct{}), keys: newConfirmKeys(b.o.Keys),
+		titles: newLRU[*titleState](8192), plain: newLRU[*plainState](o.MaxPlainMeters),
+		flight: make(chan struct{}, 256), logs: newLogLimiter(10*time.Minute, 20),
+	}
+}
+
 // maxRawPacket is the largest MQTT packet a decryptor accepts (MQTT 5
 // Maximum Packet Size): a frame is at most p1.MaxFrameLen bytes.
 const maxRawPacket = p1.MaxFrameLen + 1024
@@ -126,14 +137,7 @@ func (b *Bridge) RunDecrypt(ctx context.Context, o SplitOptions) error {
 	if o.SessionExpiry <= 0 {
 		o.SessionExpiry = 24 * time.Hour
 	}
-	if o.MaxPlainMeters <= 0 {
-		o.MaxPlainMeters = 16
-	}
-	d := &decryptor{
-		b: b, o: o, frames: make(chan rawFrame, 4096), done: make(chan struct{}), keys: newConfirmKeys(b.o.Keys),
-		titles: newLRU[*titleState](8192), plain: newLRU[*plainState](o.MaxPlainMeters),
-		flight: make(chan struct{}, 256), logs: newLogLimiter(10*time.Minute, 20),
-	}
+	d := newDecryptor(b, o)
 	if b.book.file == "" && o.StateDir != "" {
 		b.book = newReplayBook(o.StateDir)
 	}
@@ -417,7 +421,7 @@ func (d *decryptor) settle(ctx context.Context, id string, k confirmKey, fid, ve
 		defer func() { <-d.flight }()
 		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		defer cancel()
-		err := b.conn.publish(pctx, d.confirmTopic(id), payload, 1, true)
+		err := b.pub.publish(pctx, d.confirmTopic(id), payload, 1, true)
 		if err != nil {
 			b.log.Debug("confirmation not published; the forwarder will send the frame again", "meter", id, "err", err)
 		}

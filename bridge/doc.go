@@ -12,7 +12,7 @@
 //	<prefix>/<meter>/availability        online / offline (meter silent)
 //	<prefix>/status/<client-id>          online / offline (Last Will)
 //	<prefix>/raw/<TITLE>                 forwarded frame, QoS 1
-//	<prefix>/counter/<TITLE>             retained last accepted frame counter
+//	<prefix>/confirm/<TITLE>             retained signed confirmation of settled frames
 //
 // A telegram's state messages leave in one write (batch.go); decoding
 // errors become counters and one actionable log line, never a crash.

@@ -47,7 +47,11 @@ type conn struct {
 	// another client connected with our client id (0x8E), in Unix ns.
 	takenOver atomic.Int64
 	takeovers atomic.Int64
-	current   atomic.Pointer[lockedConn]
+	// upSince is when the connection last came up (Unix ns); flaps counts
+	// connections in a row that the broker dropped within seconds.
+	upSince atomic.Int64
+	flaps   atomic.Int64
+	current atomic.Pointer[lockedConn]
 }
 
 // connectOptions are the hooks of one connection.
@@ -87,6 +91,7 @@ func dial(ctx context.Context, o MQTTOptions, co connectOptions, log *slog.Logge
 		ConnectPassword:               []byte(o.Password),
 		WillMessage:                   &paho.WillMessage{Topic: co.statusTopic, Payload: []byte("offline"), QoS: 1, Retain: true},
 		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
+			c.upSince.Store(time.Now().UnixNano())
 			n := c.failures.Swap(0)
 			c.up.Store(true)
 			writeHealth(o.HealthFile, "up")
@@ -98,7 +103,20 @@ func dial(ctx context.Context, o MQTTOptions, co connectOptions, log *slog.Logge
 		OnConnectionDown: func() bool {
 			c.up.Store(false)
 			writeHealth(o.HealthFile, "down")
-			log.Warn("lost the MQTT broker; reconnecting with backoff (the meter is still read)", "broker", c.url)
+			if time.Since(time.Unix(0, c.upSince.Load())) > flapWindow {
+				c.flaps.Store(0)
+				log.Warn("lost the MQTT broker; reconnecting with backoff (the meter is still read)", "broker", c.url)
+				return true
+			}
+			// Dropped right after connecting: most often another client
+			// with our client id, which the broker lets take over.
+			if n := c.flaps.Add(1); n == 2 || n%10 == 0 {
+				log.Warn("the broker drops the connection within seconds of every connect; backing off up to 30 s",
+					"broker", c.url, "times", n, "client_id", o.ClientID,
+					"hint", "another client probably uses the same client id: give every smartybridge its own SMARTY_MQTT_CLIENT_ID (or leave it unset for a unique default); else check the broker's log (ACL, limits)")
+			} else {
+				log.Debug("the broker dropped the connection right after connecting", "broker", c.url, "times", n)
+			}
 			return true
 		},
 		OnConnectError:    c.connectError,
@@ -148,14 +166,23 @@ func dial(ctx context.Context, o MQTTOptions, co connectOptions, log *slog.Logge
 	return c, nil
 }
 
-// backoff waits at least 30 s after another client took our session
-// over, so that two clients with one id do not throw each other out many
-// times a second.
+// flapWindow: a connection the broker drops sooner than this counts as a
+// flap.
+const flapWindow = 5 * time.Second
+
+// backoff waits at least 30 s after another client took our session over
+// (MQTT 5 reason 0x8E), and 2, 4, … up to 30 s after connections the
+// broker dropped at once (mosquitto 2.0 closes the old connection without
+// a reason code), so that two clients with one id do not throw each other
+// out many times a second.
 func (c *conn) backoff(next func(int) time.Duration) func(int) time.Duration {
 	return func(attempt int) time.Duration {
 		d := next(attempt)
 		if t := c.takenOver.Load(); t != 0 && time.Since(time.Unix(0, t)) < time.Minute {
 			d = max(d, 30*time.Second)
+		}
+		if f := c.flaps.Load(); f > 0 {
+			d = max(d, min(30*time.Second, time.Second<<min(f, 5)))
 		}
 		return d
 	}

@@ -344,3 +344,32 @@ func TestBridgeModeDropsReplays(t *testing.T) {
 		t.Errorf("replay not logged")
 	}
 }
+
+// TestForwarderDiskFull: the queue's directory cannot be written (here: it
+// was replaced by a file, as a full disk fails a write). The forwarder
+// keeps forwarding from memory, says so once, and recovers.
+func TestForwarderDiskFull(t *testing.T) {
+	broker := testenv.Mosquitto(t, "")
+	logs := &logBuffer{}
+	state := t.TempDir()
+	src := &slowReader{}
+	fwd, _ := runForwarder(t, opts(t, broker.URL, "fwd", logs, decrypt.Options{}), ForwardOptions{StateDir: state}, src)
+	waitOnline(t, broker.URL, "fwd")
+	queue := filepath.Join(state, "queue")
+	os.RemoveAll(queue)
+	os.WriteFile(queue, []byte("not a directory"), 0o600)
+	src.feed(sealed(t, 1), sealed(t, 2), sealed(t, 3))
+	testenv.WaitFor(t, 5*time.Second, "frames held in memory", func() bool { return fwd.Queued() == 3 })
+	if n := strings.Count(logs.String(), "cannot write the queue to disk"); n != 1 {
+		t.Errorf("disk failure logged %d times, want once", n)
+	}
+	dec, _ := runDecryptor(t, opts(t, broker.URL, "dec", logs, sysKeys(t)), SplitOptions{StateDir: t.TempDir()})
+	testenv.WaitFor(t, 30*time.Second, "frames from memory delivered", func() bool { return dec.Stats().Telegrams == 3 && fwd.Queued() == 0 })
+	os.Remove(queue)
+	os.Mkdir(queue, 0o700)
+	src.feed(sealed(t, 4))
+	testenv.WaitFor(t, 10*time.Second, "disk queue again", func() bool { return dec.Stats().Telegrams == 4 })
+	if !strings.Contains(logs.String(), "the queue on disk works again") {
+		t.Errorf("recovery not logged")
+	}
+}

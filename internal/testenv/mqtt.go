@@ -34,6 +34,13 @@ func Subscribe(t testing.TB, brokerURL string, topics ...string) *Subscriber {
 	if err != nil {
 		t.Fatal(err)
 	}
+	subscribers++
+	return SubscribeConn(t, c, &paho.Connect{ClientID: fmt.Sprintf("test-sub-%d", subscribers), CleanStart: true, KeepAlive: 30}, topics...)
+}
+
+// SubscribeConn is Subscribe over c with the given CONNECT (a login, say).
+func SubscribeConn(t testing.TB, c net.Conn, connect *paho.Connect, topics ...string) *Subscriber {
+	t.Helper()
 	s := &Subscriber{t: t, last: map[string]string{}, count: map[string]int{}, retain: map[string]bool{}}
 	s.Client = paho.NewClient(paho.ClientConfig{Conn: c, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
 		func(p paho.PublishReceived) (bool, error) {
@@ -46,8 +53,7 @@ func Subscribe(t testing.TB, brokerURL string, topics ...string) *Subscriber {
 		}}})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	subscribers++
-	if _, err := s.Client.Connect(ctx, &paho.Connect{ClientID: fmt.Sprintf("test-sub-%d", subscribers), CleanStart: true, KeepAlive: 30}); err != nil {
+	if _, err := s.Client.Connect(ctx, connect); err != nil {
 		t.Fatal(err)
 	}
 	subs := make([]paho.SubscribeOptions, len(topics))

@@ -104,6 +104,16 @@ func (b *Broker) Stop() {
 	b.cmd = nil
 }
 
+// Kill kills the broker with SIGKILL: no chance to save anything.
+func (b *Broker) Kill() {
+	if b.cmd == nil || b.cmd.Process == nil {
+		return
+	}
+	b.cmd.Process.Kill()
+	b.cmd.Wait()
+	b.cmd = nil
+}
+
 func waitTCP(t testing.TB, port int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
