@@ -299,3 +299,49 @@ func TestSessionTakeoverBacksOff(t *testing.T) {
 		t.Errorf("no takeover warning naming SMARTY_MQTT_CLIENT_ID:\n%s", logs)
 	}
 }
+
+// TestDecryptorKilled: the decryptor is killed (SIGKILL) in the middle of
+// a stream and started again: every frame's telegram still reaches Home
+// Assistant's side, each once.
+func TestDecryptorKilled(t *testing.T) {
+	broker := testenv.Mosquitto(t, "")
+	pty := testenv.Socat(t)
+	sub := testenv.Subscribe(t, broker.URL, "smarty/SAG1100000000001/0-0:1.0.0")
+	decState := t.TempDir()
+	decEnv := map[string]string{"SMARTY_MODE": "decrypt", "SMARTY_KEY": sim.DemoKeyHex, "SMARTY_MQTT_URL": broker.URL,
+		"SMARTY_MQTT_CLIENT_ID": "dec", "SMARTY_STATE_DIR": decState}
+	dec, _, _ := command(decEnv)
+	fwd, _, fwdErr := command(map[string]string{"SMARTY_MODE": "forward", "SMARTY_DEVICE": pty.Device, "SMARTY_MQTT_URL": broker.URL,
+		"SMARTY_MQTT_CLIENT_ID": "fwd", "SMARTY_STATE_DIR": t.TempDir()})
+	for _, c := range []*exec.Cmd{dec, fwd} {
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(1500 * time.Millisecond)
+	m := sim.New(sim.Options{Start: time.Now(), Counter: sim.ClockCounter(time.Now())})
+	at := time.Date(2026, 7, 1, 12, 0, 0, 0, time.UTC)
+	const frames = 30
+	for i := range frames {
+		if i == 10 {
+			dec.Process.Kill()
+			dec.Wait()
+		}
+		if i == 20 {
+			dec, _, _ = command(decEnv)
+			if err := dec.Start(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		pty.Write(m.Frame(nil, at))
+		at = at.Add(10 * time.Second)
+		time.Sleep(200 * time.Millisecond)
+	}
+	testenv.WaitFor(t, 60*time.Second, "every telegram", func() bool { return sub.N("smarty/SAG1100000000001/0-0:1.0.0") >= frames })
+	time.Sleep(time.Second)
+	stopProcess(t, dec)
+	stopProcess(t, fwd)
+	if n := sub.N("smarty/SAG1100000000001/0-0:1.0.0"); n != frames {
+		t.Errorf("%d telegrams for %d frames\n%s", n, frames, fwdErr)
+	}
+}
