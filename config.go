@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"time"
@@ -159,7 +160,7 @@ type Config struct {
 	Discovery       string        `envconfig:"DISCOVERY" default:"device" desc:"device: one discovery message per meter (Home Assistant 2024.11+); entity: one per sensor (older); off: none"`
 	MeterTimeout    time.Duration `envconfig:"METER_TIMEOUT" default:"60s" desc:"mark the meter unavailable when no valid telegram came for this long"`
 	LogLevel        string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
-	StateDir        string        `envconfig:"STATE_DIR" desc:"split mode: where the forwarder's queue and the decryptor's frame counters live; default /data when it exists (the add-on), else ~/.local/state/smartybridge"`
+	StateDir        string        `envconfig:"STATE_DIR" desc:"where the frame counters (replay protection), the forwarder's queue and the client id's suffix live; default /data in the add-on, $STATE_DIRECTORY under systemd, else ~/.local/state/smartybridge (Linux), ~/Library/Application Support/smartybridge (macOS), %LOCALAPPDATA%\\smartybridge (Windows)"`
 	ShareGroup      string        `envconfig:"SHARE_GROUP" desc:"decrypt mode: MQTT 5 shared-subscription group, so that several decryptors split the meters"`
 	QueueMax        int           `envconfig:"QUEUE_MAX" default:"10000" desc:"forward mode: frames kept on disk while no decryptor confirms them (10000 is about 28 hours of one meter)"`
 	HealthFile      string        `envconfig:"HEALTH_FILE" desc:"file recording the broker connection (up/down), read by 'smartybridge health' in a container health check"`
@@ -310,16 +311,42 @@ func processEnv(spec any) error {
 	return nil
 }
 
-// stateDir is SMARTY_STATE_DIR or its default.
+// stateDir is SMARTY_STATE_DIR or its default: the add-on's /data, the
+// directory systemd made (StateDirectory=, in $STATE_DIRECTORY), else the
+// platform's place for such files: $XDG_STATE_HOME or ~/.local/state on
+// Linux, ~/Library/Application Support on macOS, %LOCALAPPDATA% on
+// Windows.
 func (c *Config) stateDir() string {
 	if c.StateDir != "" {
 		return c.StateDir
 	}
-	if fi, err := os.Stat("/data"); err == nil && fi.IsDir() {
+	if fi, err := os.Stat("/data"); err == nil && fi.IsDir() && runtime.GOOS == "linux" {
 		return "/data"
 	}
-	if home, err := os.UserHomeDir(); err == nil {
-		return filepath.Join(home, ".local", "state", "smartybridge")
+	if d := os.Getenv("STATE_DIRECTORY"); d != "" {
+		return strings.Split(d, ":")[0]
+	}
+	return platformStateDir(runtime.GOOS, os.Getenv, os.UserHomeDir)
+}
+
+// platformStateDir is the per-user state directory of goos.
+func platformStateDir(goos string, getenv func(string) string, home func() (string, error)) string {
+	switch goos {
+	case "windows":
+		if d := getenv("LOCALAPPDATA"); d != "" {
+			return filepath.Join(d, "smartybridge")
+		}
+	case "darwin":
+		if h, err := home(); err == nil {
+			return filepath.Join(h, "Library", "Application Support", "smartybridge")
+		}
+	default:
+		if d := getenv("XDG_STATE_HOME"); d != "" && filepath.IsAbs(d) {
+			return filepath.Join(d, "smartybridge")
+		}
+		if h, err := home(); err == nil {
+			return filepath.Join(h, ".local", "state", "smartybridge")
+		}
 	}
 	return filepath.Join(os.TempDir(), "smartybridge")
 }

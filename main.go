@@ -20,6 +20,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"sort"
 	"syscall"
 
@@ -27,7 +29,30 @@ import (
 )
 
 // version is the release; the add-on's config.yaml carries the same.
-var version = "0.1.0"
+// tools/release.sh stamps it, and commit, from the tag.
+var (
+	version = "0.1.0"
+	commit  = ""
+)
+
+// versionLine says which build this is: the release, the commit (from
+// the release stamp, else the VCS data Go records in the build) and the
+// Go version.
+func versionLine() string {
+	rev, goVersion := commit, runtime.Version()
+	if info, ok := debug.ReadBuildInfo(); ok {
+		goVersion = info.GoVersion
+		for _, s := range info.Settings {
+			if s.Key == "vcs.revision" && rev == "" {
+				rev = s.Value
+			}
+		}
+	}
+	if rev == "" {
+		rev = "unknown"
+	}
+	return fmt.Sprintf("smartybridge %s (commit %s, %s, %s/%s)", version, rev, goVersion, runtime.GOOS, runtime.GOARCH)
+}
 
 // Exit statuses.
 const (
@@ -78,8 +103,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	switch cmd {
 	case "-h", "-help", "--help", "help":
 		return usage(stdout)
-	case "version", "-version", "--version":
-		fmt.Fprintln(stdout, "smartybridge", version)
+	case "version", "-version", "--version", "-v":
+		fmt.Fprintln(stdout, versionLine())
 		return nil
 	case "decode":
 		return runDecode(ctx, args, stdin, stdout, stderr)

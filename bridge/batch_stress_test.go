@@ -3,11 +3,9 @@ package bridge
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"log/slog"
 	"net/url"
-	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -37,15 +35,9 @@ func stressPayload(kind string, n, size int) []byte {
 // makes mosquitto drop the connection or garbles a message.
 func TestBatchesInterleavedOverTLS(t *testing.T) {
 	broker := testenv.MosquittoTLS(t)
-	pem, err := os.ReadFile(broker.CAFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pem)
 	for _, tc := range []struct{ name, url string }{{"tls", broker.TLSURL}, {"tcp", broker.URL}} {
 		t.Run(tc.name, func(t *testing.T) {
-			stressConnection(t, broker.URL, tc.url, &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})
+			stressConnection(t, broker.URL, tc.url, broker.ClientTLS(t))
 		})
 	}
 }

@@ -3,8 +3,6 @@ package bridge
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"io"
 	"net/url"
@@ -60,9 +58,15 @@ func runDecryptor(t *testing.T, o Options, so SplitOptions) (*Bridge, func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return b, runInBackground(t, "RunDecrypt", func(ctx context.Context) error { return b.RunDecrypt(ctx, so) })
+}
+
+// runInBackground runs run until the returned stop is called or the test
+// ends, and reports its error.
+func runInBackground(t *testing.T, name string, run func(context.Context) error) func() {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- b.RunDecrypt(ctx, so) }()
+	go func() { done <- run(ctx) }()
 	stopped := false
 	stop := func() {
 		if stopped {
@@ -71,11 +75,11 @@ func runDecryptor(t *testing.T, o Options, so SplitOptions) (*Bridge, func()) {
 		stopped = true
 		cancel()
 		if err := <-done; err != nil {
-			t.Errorf("RunDecrypt: %v", err)
+			t.Errorf("%s: %v", name, err)
 		}
 	}
 	t.Cleanup(stop)
-	return b, stop
+	return stop
 }
 
 func TestSplitMatchesBridge(t *testing.T) {
@@ -339,15 +343,9 @@ func TestBrokerOutage(t *testing.T) {
 // with a test CA, as when the broker sits on another site.
 func TestSplitOverTLS(t *testing.T) {
 	broker := testenv.MosquittoTLS(t)
-	pem, err := os.ReadFile(broker.CAFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pem)
 	tlsOpts := func(clientID string, keys decrypt.Options) Options {
 		o := opts(t, broker.TLSURL, clientID, &logBuffer{}, keys)
-		o.MQTT.TLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+		o.MQTT.TLS = broker.ClientTLS(t)
 		return o
 	}
 	in, keys := splitInput(t, 3)

@@ -46,22 +46,7 @@ func runForwarder(t *testing.T, o Options, fo ForwardOptions, src *slowReader) (
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- f.Run(ctx, src) }()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("forwarder: %v", err)
-		}
-	}
-	t.Cleanup(stop)
-	return f, stop
+	return f, runInBackground(t, "forwarder", func(ctx context.Context) error { return f.Run(ctx, src) })
 }
 
 func (r *slowReader) feed(chunks ...[]byte) {

@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -48,6 +49,18 @@ func MosquittoTLS(t testing.TB) *TLSBroker {
 	b := Mosquitto(t, fmt.Sprintf("listener %d 127.0.0.1\ncafile %s\ncertfile %s\nkeyfile %s\n", port, caFile, certFile, keyFile))
 	waitTCP(t, port)
 	return &TLSBroker{Broker: b, TLSURL: fmt.Sprintf("mqtts://127.0.0.1:%d", port), CAFile: caFile}
+}
+
+// ClientTLS is a client configuration that trusts the test CA.
+func (b *TLSBroker) ClientTLS(t testing.TB) *tls.Config {
+	t.Helper()
+	pem, err := os.ReadFile(b.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 }
 
 func makeCert(t testing.TB, parent *x509.Certificate, parentKey *ecdsa.PrivateKey, cn string, ca bool) (*x509.Certificate, *ecdsa.PrivateKey) {

@@ -21,8 +21,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/tarm/serial"
-
 	"github.com/smartybridge/smartybridge/p1"
 )
 
@@ -221,7 +219,7 @@ func (r *Reader) open() (io.ReadCloser, error) {
 	case filePort:
 		return os.Open(r.addr)
 	}
-	return serial.OpenPort(&serial.Config{Name: r.addr, Baud: r.o.Baud, ReadTimeout: r.o.ReadTimeout})
+	return openSerial(r.addr, r.o.Baud, r.o.ReadTimeout)
 }
 
 func hint(k kind) string {

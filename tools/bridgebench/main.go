@@ -116,7 +116,7 @@ func run(bin string, frames int, every time.Duration, useTLS bool) error {
 	// The bridge.
 	bridge := exec.Command(bin)
 	bridge.Env = append(append(os.Environ(), brokerEnv...), "SMARTY_DEVICE="+dev, "SMARTY_KEY="+sim.DemoKeyHex,
-		"SMARTY_MQTT_CLIENT_ID=bench", "SMARTY_LOG_LEVEL=warn")
+		"SMARTY_MQTT_CLIENT_ID=bench", "SMARTY_LOG_LEVEL=warn", "SMARTY_STATE_DIR="+dir)
 	bridge.Stderr = os.Stderr
 	if err := bridge.Start(); err != nil {
 		return err
@@ -124,7 +124,7 @@ func run(bin string, frames int, every time.Duration, useTLS bool) error {
 	defer bridge.Process.Signal(syscall.SIGTERM)
 	time.Sleep(time.Second)
 
-	meter := sim.New(sim.Options{Start: time.Now()})
+	meter := sim.New(sim.Options{Start: time.Now(), Counter: sim.ClockCounter(time.Now())})
 	perFrame := statesPerFrame(meter)
 	var lat []time.Duration
 	var buf []byte
