@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/rand"
+	"errors"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
@@ -250,19 +251,22 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// brokerURL parses SMARTY_MQTT_URL; it must name a host and a port.
+// brokerURL parses SMARTY_MQTT_URL; it must name a host and a port. Its
+// errors show the URL without a password (url.Parse's own errors quote
+// it whole, so they are not passed on).
 func (c *Config) brokerURL() (*url.URL, error) {
-	u, err := url.Parse(c.MQTTURL)
+	u, err := url.Parse(strings.TrimSpace(c.MQTTURL))
 	if err != nil {
-		return nil, fmt.Errorf("SMARTY_MQTT_URL: %w", err)
+		return nil, errors.New("SMARTY_MQTT_URL is not a URL: want mqtt://host:1883 or mqtts://host:8883 (a login goes in SMARTY_MQTT_USERNAME and SMARTY_MQTT_PASSWORD, or as mqtt://user:password@host:1883)")
 	}
+	shown := u.Redacted()
 	switch u.Scheme {
 	case "mqtt", "tcp", "mqtts", "ssl", "tls":
 	default:
-		return nil, fmt.Errorf("SMARTY_MQTT_URL=%q: want mqtt://host:port or mqtts://host:port", c.MQTTURL)
+		return nil, fmt.Errorf("SMARTY_MQTT_URL=%q: want mqtt://host:port or mqtts://host:port", shown)
 	}
 	if u.Hostname() == "" || u.Port() == "" {
-		return nil, fmt.Errorf("SMARTY_MQTT_URL=%q: name the host and the port, as in mqtt://localhost:1883", c.MQTTURL)
+		return nil, fmt.Errorf("SMARTY_MQTT_URL=%q: name the host and the port, as in mqtt://localhost:1883", shown)
 	}
 	return u, nil
 }
@@ -274,6 +278,20 @@ func (c *Config) mqttOptions() (bridge.MQTTOptions, error) {
 		return bridge.MQTTOptions{}, err
 	}
 	o := bridge.MQTTOptions{URL: u, Username: c.MQTTUsername, Password: string(c.MQTTPassword), ClientID: c.MQTTClientID, HealthFile: c.HealthFile}
+	if u.User != nil {
+		// A login in the URL is used, and then kept out of the URL that
+		// connection errors quote.
+		if o.Username != "" && o.Username != u.User.Username() {
+			return o, errors.New("SMARTY_MQTT_URL names a user and SMARTY_MQTT_USERNAME another one: set the login once")
+		}
+		o.Username = u.User.Username()
+		if pw, ok := u.User.Password(); ok {
+			o.Password = pw
+		}
+		bare := *u
+		bare.User = nil
+		o.URL = &bare
+	}
 	if o.ClientID == "" {
 		o.ClientID = defaultClientID(c.Mode, c.stateDir())
 	}
@@ -303,12 +321,44 @@ func parseLevel(s string) (slog.Level, error) {
 }
 
 // processEnv fills spec from the SMARTY_* variables; a bad value is a
-// configuration error (exit 2).
+// configuration error (exit 2) that names the variable and what it wants,
+// in words of its own: envconfig's message quotes the value, and a value
+// may be a key or a password.
 func processEnv(spec any) error {
-	if err := envconfig.Process(envPrefix, spec); err != nil {
-		return configError{err}
+	err := envconfig.Process(envPrefix, spec)
+	var pe *envconfig.ParseError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &pe):
+		return configError{describeParseError(pe)}
 	}
-	return nil
+	return configError{err}
+}
+
+// secretVariables hold keys or passwords (a broker URL may carry one):
+// their values are never shown.
+var secretVariables = map[string]bool{
+	"SMARTY_KEY": true, "SMARTY_KEYS": true, "SMARTY_AUTH_KEY": true, "SMARTY_MQTT_PASSWORD": true, "SMARTY_MQTT_URL": true,
+}
+
+func describeParseError(pe *envconfig.ParseError) error {
+	name := pe.KeyName
+	if secretVariables[name] {
+		// Our decoders' errors describe the value by length and
+		// characters, never by quoting it.
+		return fmt.Errorf("%s: %v (the value itself is not shown)", name, pe.Err)
+	}
+	want := "a valid value"
+	switch pe.TypeName {
+	case "int", "int64", "uint32":
+		want = "a whole number"
+	case "bool":
+		want = "true or false"
+	case "Duration", "time.Duration":
+		want = "a duration with its unit, such as 60s, 5m or 24h"
+	}
+	return fmt.Errorf("%s=%q: want %s", name, pe.Value, want)
 }
 
 // stateDir is SMARTY_STATE_DIR or its default: the add-on's /data, the

@@ -5,7 +5,9 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"errors"
+	"fmt"
 	"os"
+	"strings"
 	"testing"
 )
 
@@ -197,18 +199,33 @@ func TestKeyNeverPrints(t *testing.T) {
 
 func TestParseKey(t *testing.T) {
 	for in, ok := range map[string]bool{
-		"D491470F47126332B07D1923B3504188":                true,
-		"d491470f47126332b07d1923b3504188":                true,
-		"D4 91 47 0F 47 12 63 32 B0 7D 19 23 B3 50 41 88": true,
-		"D491470F47126332B07D1923B350418":                 false,
-		"D491470F47126332B07D1923B350418G":                false,
-		"":                                                false,
+		"D491470F47126332B07D1923B3504188":                    true,
+		"d491470f47126332b07d1923b3504188":                    true,
+		"D4 91 47 0F 47 12 63 32 B0 7D 19 23 B3 50 41 88":     true,
+		"D491470F47126332B07D1923B350418":                     false,
+		"D491470F47126332B07D1923B350418G":                    false,
+		"":                                                    false,
+		"0xD491470F47126332B07D1923B3504188":                  true,
+		`"D491470F47126332B07D1923B3504188"`:                  true,
+		" 'D4:91:47:0F:47:12:63:32:B0:7D:19:23:B3:50:41:88' ": true,
+		"D491-470F-4712-6332-B07D-1923-B350-4188":             true,
+		"0x0xD491470F47126332B07D1923B3504188":                false,
 	} {
-		if _, err := ParseKey(in); (err == nil) != ok {
+		k, err := ParseKey(in)
+		if (err == nil) != ok {
 			t.Errorf("ParseKey(%q): %v", in, err)
 		} else if err != nil && !errors.Is(err, ErrKeyFormat) {
 			t.Errorf("ParseKey(%q): error %v is not ErrKeyFormat", in, err)
+		} else if ok && fmt.Sprintf("%X", k[:]) != "D491470F47126332B07D1923B3504188" {
+			t.Errorf("ParseKey(%q) = %X", in, k[:])
 		}
+		// An error describes the text; it never quotes any run of it.
+		if err != nil && len(in) >= 12 && strings.Contains(strings.ToUpper(err.Error()), strings.ToUpper(in[:12])) {
+			t.Errorf("ParseKey error quotes the input: %v", err)
+		}
+	}
+	if _, err := ParseTitle("D491470F47126332B07D1923B3504188"); err == nil || strings.Contains(err.Error(), "D491470F4712") {
+		t.Errorf("ParseTitle of a key: %v", err)
 	}
 }
 

@@ -18,10 +18,16 @@ var DefaultAuthKey = Key{0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0
 // ErrKeyFormat is returned when a key is not 32 hexadecimal digits.
 var ErrKeyFormat = errors.New("a key must be 32 hexadecimal digits (16 bytes), as the grid operator sends it")
 
-// ParseKey reads a key written as 32 hex digits; spaces, colons and dashes
-// between digits are ignored, as operators' e-mails vary.
+// ParseKey reads a key written as 32 hex digits, in either case; spaces,
+// colons and dashes between digits, surrounding quotes and a 0x prefix are
+// ignored, as operators' e-mails and copy-paste vary. Its errors describe
+// the text (length, characters), never quote it.
 func ParseKey(s string) (Key, error) {
 	var k Key
+	s = strings.Trim(strings.TrimSpace(s), `"'`)
+	if len(s) > 2 && (s[:2] == "0x" || s[:2] == "0X") {
+		s = s[2:]
+	}
 	clean := strings.Map(func(r rune) rune {
 		switch r {
 		case ' ', ':', '-', '\t':
@@ -71,15 +77,17 @@ func (t Title) String() string { return strings.ToUpper(hex.EncodeToString(t[:])
 // ASCII characters (for example "SYSTEMID").
 func ParseTitle(s string) (Title, error) {
 	var t Title
+	// The errors describe the text without quoting it: a key pasted where
+	// the title belongs must not end up in a log.
 	switch len(s) {
 	case 16:
 		if _, err := hex.Decode(t[:], []byte(s)); err != nil {
-			return Title{}, fmt.Errorf("system title %q: not hexadecimal", s)
+			return Title{}, errors.New("system title: 16 characters, but not all hexadecimal (0-9, A-F)")
 		}
 	case 8:
 		copy(t[:], s)
 	default:
-		return t, fmt.Errorf("system title %q: want 16 hex digits (as in the topic smarty/raw/<TITLE>) or 8 characters", s)
+		return t, fmt.Errorf("system title: got %d characters, want 16 hex digits (as in the topic smarty/raw/<TITLE>) or 8 characters", len(s))
 	}
 	return t, nil
 }
