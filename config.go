@@ -2,10 +2,10 @@ package main
 
 import (
 	"crypto/rand"
-	"errors"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
