@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -32,12 +33,12 @@ type KeyConfig struct {
 	Keys      keyMap      `envconfig:"KEYS" desc:"keys per meter for a decryptor serving several: TITLE:KEY,TITLE:KEY (TITLE = system title in 16 hex digits)"`
 	KeysFile  string      `envconfig:"KEYS_FILE" desc:"file of TITLE:KEY lines (# comments allowed), for a decryptor serving many meters; adds to SMARTY_KEYS"`
 	AuthKey   optionalKey `envconfig:"AUTH_KEY" desc:"GCM authentication key; Smarty meters use 00112233445566778899AABBCCDDEEFF"`
-	VerifyTag bool        `envconfig:"VERIFY_TAG" default:"true" desc:"verify each frame's GCM tag; false only when the authentication key is unknown (frames must then pass the telegram CRC)"`
+	VerifyTag yesNo       `envconfig:"VERIFY_TAG" default:"true" desc:"verify each frame's GCM tag; false only when the authentication key is unknown (frames must then pass the telegram CRC)"`
 }
 
 // decryptOptions turns the settings into decrypt.Options.
 func (c KeyConfig) decryptOptions() decrypt.Options {
-	o := decrypt.Options{Keys: c.Keys.keys, SkipTag: !c.VerifyTag}
+	o := decrypt.Options{Keys: c.Keys.keys, SkipTag: !bool(c.VerifyTag)}
 	if c.Key.set {
 		k := c.Key.key
 		o.Key = &k
@@ -151,22 +152,22 @@ type Config struct {
 	Device string `envconfig:"DEVICE" default:"/dev/ttyUSB0" desc:"the meter's port: a serial device such as /dev/ttyUSB0, tcp://host:port for ser2net or a network P1 dongle, or a capture file"`
 	Baud   int    `envconfig:"BAUD" default:"115200" desc:"serial speed; Smarty meters send at 115200 8N1"`
 	KeyConfig
-	MQTTURL         string        `envconfig:"MQTT_URL" default:"mqtt://localhost:1883" desc:"broker URL with port: mqtt://host:1883, or mqtts://host:8883 for TLS"`
-	MQTTCAFile      string        `envconfig:"MQTT_CA_FILE" desc:"PEM file of the CA that signed the broker's certificate (mqtts://); empty: the system's CAs"`
-	MQTTUsername    string        `envconfig:"MQTT_USERNAME" desc:"broker login"`
-	MQTTPassword    secret        `envconfig:"MQTT_PASSWORD" desc:"broker password"`
-	MQTTClientID    string        `envconfig:"MQTT_CLIENT_ID" desc:"MQTT client id, unique per instance; default smartybridge-<mode>-<hostname>-<random suffix kept in the state directory>"`
-	TopicPrefix     string        `envconfig:"TOPIC_PREFIX" default:"smarty" desc:"states go to <prefix>/<meter>/<OBIS>"`
-	DiscoveryPrefix string        `envconfig:"DISCOVERY_PREFIX" default:"homeassistant" desc:"Home Assistant's MQTT discovery prefix"`
-	Discovery       string        `envconfig:"DISCOVERY" default:"device" desc:"device: one discovery message per meter (Home Assistant 2024.11+); entity: one per sensor (older); off: none"`
-	MeterTimeout    time.Duration `envconfig:"METER_TIMEOUT" default:"60s" desc:"mark the meter unavailable when no valid telegram came for this long"`
-	LogLevel        string        `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
-	StateDir        string        `envconfig:"STATE_DIR" desc:"where the frame counters (replay protection), the forwarder's queue and the client id's suffix live; default /data in the add-on, $STATE_DIRECTORY under systemd, else ~/.local/state/smartybridge (Linux), ~/Library/Application Support/smartybridge (macOS), %LOCALAPPDATA%\\smartybridge (Windows)"`
-	ShareGroup      string        `envconfig:"SHARE_GROUP" desc:"decrypt mode: MQTT 5 shared-subscription group, so that several decryptors split the meters"`
-	QueueMax        int           `envconfig:"QUEUE_MAX" default:"10000" desc:"forward mode: frames kept on disk while no decryptor confirms them (10000 is about 28 hours of one meter)"`
-	HealthFile      string        `envconfig:"HEALTH_FILE" desc:"file recording the broker connection (up/down), read by 'smartybridge health' in a container health check"`
-	SessionExpiry   time.Duration `envconfig:"SESSION_EXPIRY" default:"24h" desc:"decrypt mode: how long the broker keeps the decryptor's session and queued frames while it is away"`
-	ConfirmKey      string        `envconfig:"CONFIRM_KEY" desc:"forward mode: the decryptors' public confirmation key (64 hex digits; a decryptor logs it as confirm_key, 'smartybridge confirm-key' prints it); only confirmations signed with it remove frames. Empty: trust the first key that confirms a frame of the meter"`
+	MQTTURL         string   `envconfig:"MQTT_URL" default:"mqtt://localhost:1883" desc:"broker URL: mqtt://host[:port] (port 1883 by default), or mqtts://host[:port] for TLS (8883); a login may go in it as mqtt://user:password@host"`
+	MQTTCAFile      string   `envconfig:"MQTT_CA_FILE" desc:"PEM file of the CA that signed the broker's certificate (mqtts://); empty: the system's CAs"`
+	MQTTUsername    string   `envconfig:"MQTT_USERNAME" desc:"broker login"`
+	MQTTPassword    secret   `envconfig:"MQTT_PASSWORD" desc:"broker password"`
+	MQTTClientID    string   `envconfig:"MQTT_CLIENT_ID" desc:"MQTT client id, unique per instance; default smartybridge-<mode>-<hostname>-<random suffix kept in the state directory>"`
+	TopicPrefix     string   `envconfig:"TOPIC_PREFIX" default:"smarty" desc:"states go to <prefix>/<meter>/<OBIS>"`
+	DiscoveryPrefix string   `envconfig:"DISCOVERY_PREFIX" default:"homeassistant" desc:"Home Assistant's MQTT discovery prefix"`
+	Discovery       string   `envconfig:"DISCOVERY" default:"device" desc:"device: one discovery message per meter (Home Assistant 2024.11+); entity: one per sensor (older); off: none"`
+	MeterTimeout    duration `envconfig:"METER_TIMEOUT" default:"60s" desc:"mark the meter unavailable when no valid telegram came for this long (60s, 5m, or seconds)"`
+	LogLevel        string   `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+	StateDir        string   `envconfig:"STATE_DIR" desc:"where the frame counters (replay protection), the forwarder's queue and the client id's suffix live; default /data in the add-on, $STATE_DIRECTORY under systemd, else ~/.local/state/smartybridge (Linux), ~/Library/Application Support/smartybridge (macOS), %LOCALAPPDATA%\\smartybridge (Windows)"`
+	ShareGroup      string   `envconfig:"SHARE_GROUP" desc:"decrypt mode: MQTT 5 shared-subscription group, so that several decryptors split the meters"`
+	QueueMax        int      `envconfig:"QUEUE_MAX" default:"10000" desc:"forward mode: frames kept on disk while no decryptor confirms them (10000 is about 28 hours of one meter)"`
+	HealthFile      string   `envconfig:"HEALTH_FILE" desc:"file recording the broker connection (up/down), read by 'smartybridge health' in a container health check"`
+	SessionExpiry   duration `envconfig:"SESSION_EXPIRY" default:"24h" desc:"decrypt mode: how long the broker keeps the decryptor's session and queued frames while it is away"`
+	ConfirmKey      string   `envconfig:"CONFIRM_KEY" desc:"forward mode: the decryptors' public confirmation key (64 hex digits; a decryptor logs it as confirm_key, 'smartybridge confirm-key' prints it); only confirmations signed with it remove frames. Empty: trust the first key that confirms a frame of the meter"`
 }
 
 // secret is a string that never prints itself.
@@ -218,7 +219,7 @@ func (c *Config) Validate() error {
 	if c.QueueMax < 1 {
 		return fmt.Errorf("SMARTY_QUEUE_MAX=%d: want at least 1", c.QueueMax)
 	}
-	if c.SessionExpiry < time.Minute {
+	if time.Duration(c.SessionExpiry) < time.Minute {
 		return fmt.Errorf("SMARTY_SESSION_EXPIRY=%s: want at least 1m", c.SessionExpiry)
 	}
 	if _, err := c.brokerURL(); err != nil {
@@ -242,7 +243,7 @@ func (c *Config) Validate() error {
 	if c.Baud <= 0 {
 		return fmt.Errorf("SMARTY_BAUD=%d: want a positive speed such as 115200", c.Baud)
 	}
-	if c.MeterTimeout < time.Second {
+	if time.Duration(c.MeterTimeout) < time.Second {
 		return fmt.Errorf("SMARTY_METER_TIMEOUT=%s: want at least 1s (the meter sends every 10 s)", c.MeterTimeout)
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
@@ -260,14 +261,25 @@ func (c *Config) brokerURL() (*url.URL, error) {
 		return nil, errors.New("SMARTY_MQTT_URL is not a URL: want mqtt://host:1883 or mqtts://host:8883 (a login goes in SMARTY_MQTT_USERNAME and SMARTY_MQTT_PASSWORD, or as mqtt://user:password@host:1883)")
 	}
 	shown := u.Redacted()
+	port := ""
 	switch u.Scheme {
-	case "mqtt", "tcp", "mqtts", "ssl", "tls":
+	case "mqtt", "tcp":
+		port = "1883"
+	case "mqtts", "ssl", "tls":
+		port = "8883"
 	default:
-		return nil, fmt.Errorf("SMARTY_MQTT_URL=%q: want mqtt://host:port or mqtts://host:port", shown)
+		return nil, fmt.Errorf("SMARTY_MQTT_URL=%q: want mqtt://host[:port] (1883 by default) or mqtts://host[:port] (TLS, 8883 by default)", shown)
 	}
-	if u.Hostname() == "" || u.Port() == "" {
-		return nil, fmt.Errorf("SMARTY_MQTT_URL=%q: name the host and the port, as in mqtt://localhost:1883", shown)
+	if u.Hostname() == "" {
+		return nil, fmt.Errorf("SMARTY_MQTT_URL=%q: name the broker's host, as in mqtt://homeassistant.local:1883", shown)
 	}
+	if u.Path != "" && u.Path != "/" || u.RawQuery != "" {
+		return nil, fmt.Errorf("SMARTY_MQTT_URL=%q: MQTT has no path or query; want mqtt://host:port (topics are set by SMARTY_TOPIC_PREFIX)", shown)
+	}
+	if u.Port() == "" {
+		u.Host = net.JoinHostPort(u.Hostname(), port)
+	}
+	u.Path = ""
 	return u, nil
 }
 
@@ -344,21 +356,20 @@ var secretVariables = map[string]bool{
 
 func describeParseError(pe *envconfig.ParseError) error {
 	name := pe.KeyName
-	if secretVariables[name] {
+	var want wantError
+	switch {
+	case secretVariables[name]:
 		// Our decoders' errors describe the value by length and
 		// characters, never by quoting it.
 		return fmt.Errorf("%s: %v (the value itself is not shown)", name, pe.Err)
+	case errors.As(pe.Err, &want):
+		return fmt.Errorf("%s=%q: %v", name, pe.Value, want)
 	}
-	want := "a valid value"
-	switch pe.TypeName {
-	case "int", "int64", "uint32":
-		want = "a whole number"
-	case "bool":
-		want = "true or false"
-	case "Duration", "time.Duration":
-		want = "a duration with its unit, such as 60s, 5m or 24h"
+	wants := "a valid value"
+	if pe.TypeName == "int" {
+		wants = "a whole number"
 	}
-	return fmt.Errorf("%s=%q: want %s", name, pe.Value, want)
+	return fmt.Errorf("%s=%q: want %s", name, pe.Value, wants)
 }
 
 // stateDir is SMARTY_STATE_DIR or its default: the add-on's /data, the

@@ -22,9 +22,9 @@ import (
 
 // DemoConfig holds the settings of the demo and simulate commands.
 type DemoConfig struct {
-	Interval time.Duration `envconfig:"DEMO_INTERVAL" default:"3s" desc:"demo and simulate: time between simulated frames"`
-	Listen   string        `envconfig:"DEMO_LISTEN" default:"127.0.0.1:1883" desc:"demo: address of the embedded broker (0.0.0.0:1883 to let Home Assistant on another machine connect)"`
-	Count    int           `envconfig:"SIM_COUNT" default:"0" desc:"simulate: stop after this many frames (0: never)"`
+	Interval duration `envconfig:"DEMO_INTERVAL" default:"3s" desc:"demo and simulate: time between simulated frames"`
+	Listen   string   `envconfig:"DEMO_LISTEN" default:"127.0.0.1:1883" desc:"demo: address of the embedded broker (0.0.0.0:1883 to let Home Assistant on another machine connect)"`
+	Count    int      `envconfig:"SIM_COUNT" default:"0" desc:"simulate: stop after this many frames (0: never)"`
 }
 
 // runDemo runs the whole bridge with a simulated meter and, unless
@@ -80,7 +80,7 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer) error {
 	pr, pw := io.Pipe()
 	meter := sim.New(sim.Options{Start: time.Now(), Counter: sim.ClockCounter(time.Now())})
 	go func() {
-		pw.CloseWithError(simulate(ctx, pw, meter, dc.Interval, 0))
+		pw.CloseWithError(simulate(ctx, pw, meter, time.Duration(dc.Interval), 0))
 	}()
 	err = b.Run(ctx, pr)
 	pr.Close()
@@ -191,5 +191,5 @@ func runSimulate(ctx context.Context, args []string, stdout io.Writer) error {
 	if o.Key == (decrypt.Key{}) {
 		fmt.Fprintf(os.Stderr, "smartybridge simulate: meter %s, system title %s, key %s (the public demo key)\n", m.ID(), m.Title(), sim.DemoKeyHex)
 	}
-	return simulate(ctx, w, m, dc.Interval, dc.Count)
+	return simulate(ctx, w, m, time.Duration(dc.Interval), dc.Count)
 }

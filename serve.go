@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
+	"time"
 
 	"github.com/smartybridge/smartybridge/bridge"
 	"github.com/smartybridge/smartybridge/discovery"
@@ -30,7 +31,7 @@ func (c *Config) bridgeOptions(log *slog.Logger) (bridge.Options, error) {
 	return bridge.Options{
 		MQTT: mq, Keys: c.decryptOptions(),
 		TopicPrefix: c.TopicPrefix, DiscoveryPrefix: c.DiscoveryPrefix, Discovery: discovery.Style(c.Discovery),
-		MeterTimeout: c.MeterTimeout, Version: version, SupportURL: supportURL, Log: log, StateDir: c.stateDir(),
+		MeterTimeout: time.Duration(c.MeterTimeout), Version: version, SupportURL: supportURL, Log: log, StateDir: c.stateDir(),
 	}, nil
 }
 
@@ -65,7 +66,7 @@ func runBridge(ctx context.Context, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		return b.RunDecrypt(ctx, bridge.SplitOptions{ShareGroup: cfg.ShareGroup, StateDir: cfg.stateDir(), SessionExpiry: cfg.SessionExpiry})
+		return b.RunDecrypt(ctx, bridge.SplitOptions{ShareGroup: cfg.ShareGroup, StateDir: cfg.stateDir(), SessionExpiry: time.Duration(cfg.SessionExpiry)})
 	}
 	if !cfg.hasKey() {
 		log.Warn("no SMARTY_KEY: only unencrypted DSMR telegrams will decode; Smarty meters need the key from the grid operator")
