@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"reflect"
 	"regexp"
 	"slices"
@@ -342,5 +343,16 @@ func TestHealth(t *testing.T) {
 	os.WriteFile(f, fmt.Appendf(nil, "down %d\n", time.Now().Add(-10*time.Minute).Unix()), 0o644)
 	if runHealth(&out) == nil {
 		t.Error("healthy ten minutes after losing the broker")
+	}
+	// The file of a process that is gone says nothing.
+	dead := exec.Command("true")
+	dead.Run()
+	os.WriteFile(f, fmt.Appendf(nil, "up %d %d\n", time.Now().Unix(), dead.Process.Pid), 0o644)
+	if err := runHealth(&out); err == nil || !strings.Contains(err.Error(), "gone") {
+		t.Errorf("healthy after the process died: %v", err)
+	}
+	os.WriteFile(f, fmt.Appendf(nil, "up %d %d\n", time.Now().Unix(), os.Getpid()), 0o644)
+	if err := runHealth(&out); err != nil {
+		t.Errorf("running process: %v", err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -55,12 +56,12 @@ func command(env map[string]string, args ...string) (*exec.Cmd, *bytes.Buffer, *
 
 func TestBadConfigurationExits2(t *testing.T) {
 	for name, env := range map[string]map[string]string{
-		"unknown mode":     {"SMARTY_MODE": "bogus"},
-		"short key":        {"SMARTY_KEY": "1234"},
-		"url without port": {"SMARTY_MQTT_URL": "mqtt://localhost"},
-		"bad discovery":    {"SMARTY_DISCOVERY": "everything"},
-		"bad log level":    {"SMARTY_LOG_LEVEL": "loud"},
-		"bad timeout":      {"SMARTY_METER_TIMEOUT": "soon"},
+		"unknown mode":    {"SMARTY_MODE": "bogus"},
+		"short key":       {"SMARTY_KEY": "1234"},
+		"url with a path": {"SMARTY_MQTT_URL": "mqtt://localhost/smarty"},
+		"bad discovery":   {"SMARTY_DISCOVERY": "everything"},
+		"bad log level":   {"SMARTY_LOG_LEVEL": "loud"},
+		"bad timeout":     {"SMARTY_METER_TIMEOUT": "soon"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			cmd, _, stderr := command(env)
@@ -128,5 +129,73 @@ func TestDemo(t *testing.T) {
 	}
 	if !strings.Contains(stdout.String(), "SAG1100000000001  import") {
 		t.Errorf("no telegram line on stdout:\n%s", stdout)
+	}
+}
+
+// TestCommandLine: -h on every command prints its usage and exits 0 with
+// no side effect (no file created, no demo started); -h lists every
+// command and variable within 80 columns; version names the commit.
+func TestCommandLine(t *testing.T) {
+	dir := t.TempDir()
+	for cmd := range commandHelp {
+		for _, h := range []string{"-h", "--help"} {
+			args := []string{cmd, h}
+			c, out, errb := command(nil, args...)
+			c.Dir = dir
+			if err := c.Run(); err != nil {
+				t.Errorf("%v: %v %s", args, err, errb)
+			}
+			if !strings.HasPrefix(out.String(), "usage: smartybridge "+strings.TrimPrefix(cmd, "run")) {
+				t.Errorf("%v printed %q", args, out.String())
+			}
+		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("-h left %d files behind", len(entries))
+	}
+	c, out, _ := command(nil, "-h")
+	if err := c.Run(); err != nil {
+		t.Fatal(err)
+	}
+	help := out.String()
+	for _, line := range strings.Split(help, "\n") {
+		if n := len([]rune(line)); n > 80 {
+			t.Errorf("%d columns: %s", n, line)
+		}
+	}
+	for cmd := range commandHelp {
+		if !strings.Contains(help, "smartybridge "+cmd) && cmd != "run" {
+			t.Errorf("-h does not list %s", cmd)
+		}
+	}
+	for _, v := range variables() {
+		if !strings.Contains(help, v.name) {
+			t.Errorf("-h does not list %s", v.name)
+		}
+	}
+	c, out, _ = command(nil, "version")
+	c.Run()
+	if !regexp.MustCompile(`^smartybridge \S+ \(commit \S+, go1\.\d+`).MatchString(out.String()) {
+		t.Errorf("version: %q", out)
+	}
+}
+
+// TestReadmeListsEveryVariable: the README's variable table cannot drift
+// from what the program reads.
+func TestReadmeListsEveryVariable(t *testing.T) {
+	b, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range variables() {
+		row := regexp.MustCompile("(?m)^\\| `" + v.name + "` \\|([^|]*)\\|")
+		m := row.FindStringSubmatch(string(b))
+		if m == nil {
+			t.Errorf("README's table lacks %s", v.name)
+			continue
+		}
+		if def := strings.Trim(strings.TrimSpace(m[1]), "`"); def != v.def && !(v.name == "SMARTY_STATE_DIR" || v.name == "SMARTY_MQTT_CLIENT_ID" || v.name == "SMARTY_AUTH_KEY") {
+			t.Errorf("README says %s defaults to %q, the program %q", v.name, def, v.def)
+		}
 	}
 }

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -23,10 +25,19 @@ func runHealth(stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("health: %w (not started, or SMARTY_HEALTH_FILE unset)", err)
 	}
-	state, when, _ := strings.Cut(strings.TrimSpace(string(b)), " ")
-	sec, err := strconv.ParseInt(when, 10, 64)
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return errors.New("health: unreadable state file")
+	}
+	state := f[0]
+	sec, err := strconv.ParseInt(f[1], 10, 64)
 	if err != nil {
 		return errors.New("health: unreadable state file")
+	}
+	if len(f) >= 3 {
+		if pid, err := strconv.Atoi(f[2]); err == nil && !processAlive(pid) {
+			return fmt.Errorf("health: the process that wrote %s (pid %d) is gone", path, pid)
+		}
 	}
 	since := time.Since(time.Unix(sec, 0)).Round(time.Second)
 	switch {
@@ -38,4 +49,19 @@ func runHealth(stdout io.Writer) error {
 		return nil
 	}
 	return fmt.Errorf("health: no broker connection for %s", since)
+}
+
+// processAlive reports whether a process with that id runs. On Unix,
+// signal 0 asks without disturbing it (a process of another user counts);
+// on Windows, finding it already opens it.
+func processAlive(pid int) bool {
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return false
+	}
+	if runtime.GOOS == "windows" {
+		return true
+	}
+	err = p.Signal(syscall.Signal(0))
+	return err == nil || errors.Is(err, os.ErrPermission)
 }

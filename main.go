@@ -100,6 +100,13 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if len(args) > 0 {
 		cmd, args = args[0], args[1:]
 	}
+	if cmd == "" {
+		cmd = "run"
+	}
+	if help, ok := commandHelp[cmd]; ok && wantsHelp(args) {
+		fmt.Fprint(stdout, help)
+		return nil
+	}
 	switch cmd {
 	case "-h", "-help", "--help", "help":
 		return usage(stdout)
@@ -112,7 +119,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runDemo(ctx, stdout, stderr)
 	case "simulate":
 		return runSimulate(ctx, args, stdout)
-	case "", "run":
+	case "run":
 		return runBridge(ctx, stderr)
 	case "addon":
 		return runAddon(ctx, stderr)
@@ -121,7 +128,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	case "confirm-key":
 		return runConfirmKey(stdout)
 	}
-	return configError{fmt.Errorf("unknown command %q; try smartybridge -h", cmd)}
+	return configError{fmt.Errorf("unknown command %q: the commands are run, demo, simulate, decode, confirm-key, health, addon and version (smartybridge -h)", cmd)}
 }
 
 // runConfirmKey prints, for every configured meter key, the public key

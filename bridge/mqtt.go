@@ -282,7 +282,9 @@ func writeHealth(path, state string) {
 		return
 	}
 	tmp := path + ".tmp"
-	if os.WriteFile(tmp, fmt.Appendf(nil, "%s %d\n", state, time.Now().Unix()), 0o644) == nil {
+	// state, when, and which process: `smartybridge health` fails once
+	// that process is gone, whatever the file says.
+	if os.WriteFile(tmp, fmt.Appendf(nil, "%s %d %d\n", state, time.Now().Unix(), os.Getpid()), 0o644) == nil {
 		os.Rename(tmp, path)
 	}
 }
