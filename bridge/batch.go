@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"net/url"
 	"sync"
@@ -55,6 +56,10 @@ func appendPublish(dst []byte, topic string, payload []byte, retain bool) []byte
 	return append(dst, payload...)
 }
 
+// errTLSHandshake marks a failure after the TCP connection was made,
+// during the TLS handshake.
+var errTLSHandshake = errors.New("TLS handshake failed")
+
 // lockedConn is the connection paho writes to: a net.Conn that is also a
 // sync.Locker, so that paho and writeBatch take turns per packet.
 type lockedConn interface {
@@ -76,6 +81,10 @@ func dialKeep(tlsCfg *tls.Config, keep func(lockedConn)) func(context.Context, a
 		case "mqtts", "ssl", "tls", "tcps", "mqtt+ssl":
 			d := tls.Dialer{NetDialer: nd, Config: tlsCfg}
 			c, err = d.DialContext(ctx, "tcp", u.Host)
+			var opErr *net.OpError
+			if err != nil && !(errors.As(err, &opErr) && opErr.Op == "dial") {
+				err = fmt.Errorf("%w: %w", errTLSHandshake, err)
+			}
 		default:
 			c, err = nd.DialContext(ctx, "tcp", u.Host)
 		}

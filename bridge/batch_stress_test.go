@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -161,5 +163,38 @@ func stressConnection(t *testing.T, plainURL, connURL string, tlsCfg *tls.Config
 	}
 	if f := c.failures.Load(); f != 0 || !c.up.Load() {
 		t.Errorf("connection failures %d, up %v", f, c.up.Load())
+	}
+}
+
+// TestTLSErrorHints: each kind of TLS failure gets a hint that names what
+// to change, not "check the address".
+func TestTLSErrorHints(t *testing.T) {
+	broker := testenv.MosquittoTLS(t)
+	good := broker.ClientTLS(t)
+	port := broker.TLSURL[strings.LastIndexByte(broker.TLSURL, ':'):]
+	for _, tc := range []struct {
+		name, url string
+		tls       *tls.Config
+		want      string
+	}{
+		{"unknown CA", broker.TLSURL, &tls.Config{MinVersion: tls.VersionTLS12}, "SMARTY_MQTT_CA_FILE"},
+		{"wrong name", "mqtts://localhost" + port, &tls.Config{RootCAs: good.RootCAs, MinVersion: tls.VersionTLS12}, "another name"},
+		{"TLS to a plain port", "mqtts://127.0.0.1:" + strconv.Itoa(broker.Port), good, "does not speak TLS"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u, _ := url.Parse(tc.url)
+			logs := &logBuffer{}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			c, err := dial(ctx, MQTTOptions{URL: u, ClientID: "hint", TLS: tc.tls}, connectOptions{statusTopic: "x/status"}, slog.New(slog.NewTextHandler(logs, nil)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			testenv.WaitFor(t, 10*time.Second, "a connection error", func() bool { return strings.Contains(logs.String(), "cannot connect") })
+			c.close(context.Background())
+			if !strings.Contains(logs.String(), tc.want) {
+				t.Errorf("hint lacks %q:\n%s", tc.want, logs)
+			}
+		})
 	}
 }

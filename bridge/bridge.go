@@ -174,7 +174,10 @@ func (b *Bridge) Run(ctx context.Context, src io.Reader) error {
 	if err := b.book.load(); err != nil {
 		return err
 	}
-	return b.run(ctx, connectOptions{maxPacket: maxRawPacket}, func(ctx context.Context) error {
+	// A port (serial or TCP) says it is live: see run.
+	lp, ok := src.(interface{ Live() bool })
+	live := ok && lp.Live()
+	return b.run(ctx, connectOptions{maxPacket: maxRawPacket}, live, func(ctx context.Context) error {
 		var wg sync.WaitGroup
 		sctx, stop := context.WithCancel(ctx)
 		wg.Go(func() { b.saver(sctx) })
@@ -190,7 +193,7 @@ func (b *Bridge) Run(ctx context.Context, src io.Reader) error {
 
 // run connects, starts the background loops, runs body until it returns,
 // then shuts down cleanly.
-func (b *Bridge) run(ctx context.Context, co connectOptions, body func(context.Context) error) error {
+func (b *Bridge) run(ctx context.Context, co connectOptions, live bool, body func(context.Context) error) error {
 	// The connection outlives ctx so that "offline" can still be sent.
 	connCtx, stopConn := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopConn()
@@ -212,7 +215,17 @@ func (b *Bridge) run(ctx context.Context, co connectOptions, body func(context.C
 	wg.Go(func() { b.announcer(loopCtx) })
 	wg.Go(func() { b.watchdog(loopCtx) })
 
-	if !c.awaitConnection(ctx, 10*time.Second) && ctx.Err() == nil {
+	// A live port is read at once, broker or not, so that its trouble (a
+	// permission, a wrong device) is logged while the broker is away too;
+	// a capture waits for the broker a while, or its telegrams would be
+	// read before anything can take them.
+	if live {
+		wg.Go(func() {
+			if !c.awaitConnection(loopCtx, 10*time.Second) && loopCtx.Err() == nil {
+				b.log.Warn("MQTT broker not reachable yet; reading the meter and retrying in the background", "broker", c.url)
+			}
+		})
+	} else if !c.awaitConnection(ctx, 10*time.Second) && ctx.Err() == nil {
 		b.log.Warn("MQTT broker not reachable yet; going on and retrying in the background", "broker", c.url)
 	}
 	err = body(ctx)

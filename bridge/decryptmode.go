@@ -153,7 +153,7 @@ func (b *Bridge) RunDecrypt(ctx context.Context, o SplitOptions) error {
 			"hint", "set SMARTY_CONFIRM_KEY to this on the forwarders")
 	}
 	co := connectOptions{sessionExpiry: uint32(o.SessionExpiry / time.Second), maxPacket: maxRawPacket}
-	return b.run(ctx, co, func(ctx context.Context) error {
+	return b.run(ctx, co, false, func(ctx context.Context) error {
 		var wg sync.WaitGroup
 		wg.Go(func() { b.saver(ctx) })
 		d.loop(ctx)

@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -209,6 +210,14 @@ func (c *conn) connectError(err error) {
 		hint = "the broker refused the login: check SMARTY_MQTT_USERNAME and SMARTY_MQTT_PASSWORD"
 	case errors.As(err, &ce):
 		hint = fmt.Sprintf("the broker refused the connection (reason code 0x%02X %s)", ce.ReasonCode, ce.Reason)
+	case errors.As(err, new(x509.UnknownAuthorityError)):
+		hint = "the broker's TLS certificate is signed by a CA this system does not trust: set SMARTY_MQTT_CA_FILE to that CA's certificate (PEM)"
+	case errors.As(err, new(x509.HostnameError)):
+		hint = "the broker's TLS certificate is for another name: put a name the certificate lists in SMARTY_MQTT_URL"
+	case errors.As(err, new(x509.CertificateInvalidError)):
+		hint = "the broker's TLS certificate is not valid (expired, not yet valid, or not for a server): renew it, or check this machine's clock"
+	case errors.As(err, new(tls.RecordHeaderError)), errors.Is(err, errTLSHandshake):
+		hint = "the port does not speak TLS (the broker dropped the TLS handshake): use mqtt:// for it, or the broker's TLS port (usually 8883) with mqtts://"
 	case errors.Is(err, syscall.ECONNREFUSED):
 		hint = "nothing listens there: check the host and port in SMARTY_MQTT_URL and that the broker runs"
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET):

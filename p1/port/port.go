@@ -19,6 +19,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/smartybridge/smartybridge/p1"
@@ -41,6 +42,9 @@ type Options struct {
 	// MinBackoff and MaxBackoff bound the wait between reopen attempts.
 	// Defaults 1 s and 30 s.
 	MinBackoff, MaxBackoff time.Duration
+	// NoDataWarning: the port is open and not one byte came for this long:
+	// warn once, with the likely causes. Default 30 s.
+	NoDataWarning time.Duration
 }
 
 type kind int
@@ -69,13 +73,29 @@ type Reader struct {
 	downSince time.Time // when the port was lost
 	lastData  time.Time
 	quickEOFs int // serial reads that returned nothing long before the timeout
+	openedAt  time.Time
+	gotData   bool // a byte ever arrived since the port was opened
+	warned    bool // the no-data warning was given
+	// NoData counts the times the port stayed silent for NoDataWarning
+	// right after opening.
+	noData atomic.Int64
 }
+
+// Live reports whether the port is a meter's line (serial or TCP), as
+// opposed to a capture file.
+func (r *Reader) Live() bool { return r.kind != filePort }
+
+// NoData counts the times an open port sent nothing for NoDataWarning.
+func (r *Reader) NoData() int64 { return r.noData.Load() }
 
 // Open prepares a Reader; the port itself is opened on the first Read. The
 // error is only for options that can never work.
 func Open(ctx context.Context, o Options) (*Reader, error) {
 	if o.ReadTimeout <= 0 {
 		o.ReadTimeout = time.Second
+	}
+	if o.NoDataWarning <= 0 {
+		o.NoDataWarning = 30 * time.Second
 	}
 	if o.IdleReconnect <= 0 {
 		o.IdleReconnect = 30 * time.Second
@@ -135,12 +155,17 @@ func (r *Reader) Read(p []byte) (int, error) {
 		if n > 0 {
 			r.lastData = time.Now()
 			r.quickEOFs = 0
+			if r.warned {
+				r.log.Info("the meter port sends data now", "device", r.o.Device)
+			}
+			r.gotData, r.warned = true, false
 			return n, nil
 		}
 		if r.kind == filePort && err == io.EOF {
 			return 0, io.EOF
 		}
 		if r.silent(err, time.Since(start)) {
+			r.checkNoData()
 			if r.kind == tcpPort && time.Since(r.lastData) > r.o.IdleReconnect {
 				r.drop(fmt.Errorf("no data for %s", r.o.IdleReconnect.Round(time.Second)))
 				continue
@@ -152,6 +177,21 @@ func (r *Reader) Read(p []byte) (int, error) {
 		}
 		r.drop(err)
 	}
+}
+
+// checkNoData warns once when an open port has sent nothing at all: the
+// commonest first-install failure.
+func (r *Reader) checkNoData() {
+	if r.gotData || r.warned || r.kind == filePort || time.Since(r.openedAt) < r.o.NoDataWarning {
+		return
+	}
+	r.warned = true
+	r.noData.Add(1)
+	hint := "ask the grid operator to open the meter's P1 port (it is closed by default); check that the cable drives the data-request line (RJ12 pin 2 at 5 V) and that SMARTY_DEVICE is the cable's port (ls /dev/serial/by-id/)"
+	if r.kind == tcpPort {
+		hint = "the dongle or ser2net accepts the connection but sends nothing: check its serial settings (115200 8N1), its cable, and that the meter's P1 port is open (ask the grid operator)"
+	}
+	r.log.Warn(fmt.Sprintf("the meter port is open but not one byte came in %s", r.o.NoDataWarning.Round(time.Second)), "device", r.o.Device, "hint", hint)
 }
 
 // silent reports whether a read that returned nothing was a timeout. A
@@ -195,7 +235,7 @@ func (r *Reader) current() (io.ReadCloser, error) {
 			if r.downSince.IsZero() {
 				r.downSince = time.Now()
 			}
-			r.log.Warn("cannot open meter port; retrying with backoff", "device", r.o.Device, "err", err, "hint", hint(r.kind))
+			r.log.Warn("cannot open meter port; retrying with backoff", "device", r.o.Device, "err", err, "hint", hint(r.kind, err))
 		} else {
 			r.log.Debug("meter port still unavailable", "device", r.o.Device, "err", err, "retry_in", r.backoff)
 		}
@@ -208,6 +248,7 @@ func (r *Reader) current() (io.ReadCloser, error) {
 	}
 	r.failing, r.downSince, r.backoff = false, time.Time{}, r.o.MinBackoff
 	r.conn, r.lastData, r.quickEOFs = c, time.Now(), 0
+	r.openedAt, r.gotData = time.Now(), false
 	return c, nil
 }
 
@@ -222,7 +263,13 @@ func (r *Reader) open() (io.ReadCloser, error) {
 	return openSerial(r.addr, r.o.Baud, r.o.ReadTimeout)
 }
 
-func hint(k kind) string {
+func hint(k kind, err error) string {
+	if errors.Is(err, os.ErrPermission) {
+		return "no permission to open the device: add the user to its group (sudo usermod -aG dialout $USER, then log in again); under systemd, SupplementaryGroups=dialout; in the add-on, pick the device in its configuration (it is then mapped in)"
+	}
+	if errors.Is(err, os.ErrNotExist) {
+		return "no such device: check SMARTY_DEVICE (ls /dev/serial/by-id/ lists USB serial adapters; COM3 and so on on Windows, /dev/cu.usbserial-… on macOS) and that the cable is plugged in"
+	}
 	if k == tcpPort {
 		return "check that the P1 dongle or ser2net is reachable at that address"
 	}

@@ -219,3 +219,44 @@ func TestOpenRejectsBadDevice(t *testing.T) {
 		}
 	}
 }
+
+// TestSilentPortIsReported: a port that opens but sends nothing (P1 port
+// closed, data-request line not driven, wrong device) gets one warning
+// with the causes and a counter, and a line when data comes.
+func TestSilentPortIsReported(t *testing.T) {
+	pty := testenv.Socat(t)
+	logs := &logCounter{}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	r, err := Open(ctx, Options{Device: pty.Device, ReadTimeout: 100 * time.Millisecond, NoDataWarning: time.Second, Log: slog.New(logs)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	buf := make([]byte, 64)
+	deadline := time.Now().Add(2500 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		r.Read(buf)
+	}
+	if n := logs.count("the meter port is open but not one byte came"); n != 1 || r.NoData() != 1 {
+		t.Fatalf("silence warned %d times, counted %d", n, r.NoData())
+	}
+	pty.Write([]byte("x"))
+	for range 50 {
+		if n, _ := r.Read(buf); n > 0 {
+			break
+		}
+	}
+	if logs.count("the meter port sends data now") != 1 {
+		t.Error("data after the silence not reported")
+	}
+}
+
+func TestHints(t *testing.T) {
+	if h := hint(serialPort, &os.PathError{Op: "open", Path: "/dev/ttyUSB0", Err: os.ErrPermission}); !strings.Contains(h, "dialout") {
+		t.Errorf("permission hint %q", h)
+	}
+	if h := hint(serialPort, &os.PathError{Op: "open", Path: "/dev/ttyUSB9", Err: os.ErrNotExist}); !strings.Contains(h, "by-id") {
+		t.Errorf("missing device hint %q", h)
+	}
+}
