@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/smartybridge/smartybridge/internal/testenv"
+	"github.com/smartybridge/smartybridge/p1/sim"
 )
 
 var binary string
@@ -197,5 +198,48 @@ func TestReadmeListsEveryVariable(t *testing.T) {
 		if def := strings.Trim(strings.TrimSpace(m[1]), "`"); def != v.def && !(v.name == "SMARTY_STATE_DIR" || v.name == "SMARTY_MQTT_CLIENT_ID" || v.name == "SMARTY_AUTH_KEY") {
 			t.Errorf("README says %s defaults to %q, the program %q", v.name, def, v.def)
 		}
+	}
+}
+
+// TestDecodeFromDevice: decode reads the meter's port itself (a pty here)
+// in raw mode, stops after -frames, and keeps the raw bytes with -raw.
+func TestDecodeFromDevice(t *testing.T) {
+	pty := testenv.Socat(t)
+	raw := filepath.Join(t.TempDir(), "capture.bin")
+	m := sim.New(sim.Options{Start: time.Now(), Counter: 5})
+	cmd, out, errb := command(map[string]string{"SMARTY_KEY": sim.DemoKeyHex}, "decode", "-device", pty.Device, "-frames", "2", "-duration", "20s", "-raw", raw)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	var sent []byte
+	for range 2 {
+		f := m.Frame(nil, time.Now())
+		sent = append(sent, f...)
+		pty.Write(f)
+		time.Sleep(300 * time.Millisecond)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("decode: %v\n%s", err, errb)
+		}
+	case <-time.After(15 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("decode -frames 2 did not stop:\n%s", errb)
+	}
+	if n := strings.Count(out.String(), "\n"); n != 2 {
+		t.Errorf("%d telegrams, want 2:\n%s", n, errb)
+	}
+	if b, _ := os.ReadFile(raw); !bytes.Equal(b, sent) {
+		t.Errorf("raw capture holds %d bytes, sent %d", len(b), len(sent))
+	}
+	// -duration ends a silent capture.
+	start := time.Now()
+	cmd, _, errb = command(nil, "decode", "-device", pty.Device, "-duration", "1s")
+	if err := cmd.Run(); err != nil || time.Since(start) > 10*time.Second {
+		t.Errorf("decode -duration 1s: %v after %s\n%s", err, time.Since(start), errb)
 	}
 }

@@ -4,13 +4,16 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 
 	"github.com/smartybridge/smartybridge/bridge"
 	"github.com/smartybridge/smartybridge/decrypt"
 	"github.com/smartybridge/smartybridge/p1"
+	"github.com/smartybridge/smartybridge/p1/port"
 )
 
 // decodeConfig is what `smartybridge decode` reads from the environment.
@@ -36,11 +39,52 @@ func runDecode(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if err := cfg.loadKeysFile(); err != nil {
 		return configError{err}
 	}
-	in, closeAll, err := openInputs(args, stdin)
-	if err != nil {
-		return configError{err}
+	fs := flag.NewFlagSet("decode", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	device := fs.String("device", "", "read a serial device (raw mode, SMARTY_BAUD) or tcp://host:port instead of files")
+	maxFrames := fs.Int("frames", 0, "with -device: stop after this many frames (0: no limit)")
+	maxTime := fs.Duration("duration", 0, "with -device: stop after this long (0: until Ctrl-C or -frames)")
+	rawOut := fs.String("raw", "", "also write the bytes read, unchanged, to this file (a capture for a bug report)")
+	if err := fs.Parse(args); err != nil {
+		return configError{fmt.Errorf("decode: %v; see smartybridge decode -h", err)}
 	}
-	defer closeAll()
+	var in io.Reader
+	if *device != "" {
+		if fs.NArg() > 0 {
+			return configError{errors.New("decode: give -device or files, not both")}
+		}
+		if *maxTime > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, *maxTime)
+			defer cancel()
+		}
+		baud := 115200
+		if b := os.Getenv("SMARTY_BAUD"); b != "" {
+			fmt.Sscan(b, &baud)
+		}
+		p, err := port.Open(ctx, port.Options{Device: *device, Baud: baud, Log: slog.New(slog.NewTextHandler(stderr, nil))})
+		if err != nil {
+			return configError{err}
+		}
+		defer p.Close()
+		in = p
+	} else {
+		files, closeAll, err := openInputs(fs.Args(), stdin)
+		if err != nil {
+			return configError{err}
+		}
+		defer closeAll()
+		in = files
+	}
+	if *rawOut != "" {
+		f, err := os.OpenFile(*rawOut, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+		if err != nil {
+			return configError{err}
+		}
+		defer f.Close()
+		in = io.TeeReader(in, f)
+	}
+	in = silenceTolerant{ctx, in}
 	dec, err := bridge.NewDecoder(cfg.decryptOptions())
 	if err != nil {
 		return err
@@ -50,16 +94,22 @@ func runDecode(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	c := decodeCounts{rejected: map[string]int{}, noKeyFor: map[decrypt.Title]bool{}, badKeyFor: map[decrypt.Title]bool{}}
 	sc := p1.NewScanner(in)
 	line := make([]byte, 0, 8192)
+	frames := 0
 	for sc.Scan() {
 		if ctx.Err() != nil {
 			break
 		}
+		frames++
+		enough := *maxFrames > 0 && frames >= *maxFrames
 		tg, from, err := dec.Decode(sc.Kind(), sc.Frame())
 		if err != nil {
 			if bridge.FramingError(err) {
 				sc.Reject()
 			}
 			c.reject(err, from, cfg.KeyConfig, stderr)
+			if enough {
+				break
+			}
 			continue
 		}
 		for _, e := range tg.Malformed {
@@ -73,6 +123,9 @@ func runDecode(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		if _, err := out.Write(line); err != nil {
 			return err
 		}
+		if enough {
+			break
+		}
 	}
 	if err := out.Flush(); err != nil {
 		return err
@@ -84,8 +137,12 @@ func runDecode(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	}
 	fmt.Fprintf(stderr, "smartybridge: decoded %d telegrams%s; rejected %d authentication, %d no key, %d CRC, %d malformed, %d too long; %d bytes skipped\n",
 		c.decoded, lf, c.rejected["authentication"], c.rejected["no key"], c.rejected["crc"]+st.BadCRC, c.rejected["malformed"], st.TooLong, st.Skipped)
-	if err := sc.Err(); err != nil {
+	if err := sc.Err(); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("read input: %w", err)
+	}
+	if st.Frames+st.Rejected+st.BadCRC == 0 && st.Skipped > 0 {
+		fmt.Fprintf(stderr, "smartybridge: %d bytes but not one frame: a capture made with cat on a serial device is mangled by the tty (cooked mode); capture with 'smartybridge decode -device /dev/ttyUSB0 -raw capture.bin', or set the port raw first (stty -F /dev/ttyUSB0 115200 raw -echo). Live: check the speed (SMARTY_BAUD=115200) and that the cable inverts the signal\n", st.Skipped)
+		return errNothingDecoded
 	}
 	// Plain telegrams with a bad CRC never become frames: count them too.
 	if c.decoded == 0 && st.Frames+st.Rejected+st.BadCRC > 0 {
@@ -123,6 +180,20 @@ func (c *decodeCounts) reject(err error, from p1.Origin, keys KeyConfig, stderr 
 	case errors.Is(err, p1.ErrCRC), errors.Is(err, p1.ErrMalformed):
 		fmt.Fprintf(stderr, "smartybridge: rejected a telegram: %v\n", err)
 	}
+}
+
+// silenceTolerant turns a live port's silence into waiting: decode reads
+// until the context ends. Files end with io.EOF as before.
+type silenceTolerant struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (s silenceTolerant) Read(p []byte) (int, error) {
+	if err := s.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return s.r.Read(p)
 }
 
 // openInputs opens every file before reading any, so that a typo in the

@@ -46,10 +46,15 @@ Writes a simulated meter's encrypted frames (the demo key, or SMARTY_KEY) to
 stdout, or appends them to PATH (a file or a serial device), one every
 SMARTY_DEMO_INTERVAL, SMARTY_SIM_COUNT frames (0: until Ctrl-C).
 `,
-	"decode": `usage: smartybridge decode [FILE…]
+	"decode": `usage: smartybridge decode [-raw FILE] [FILE…]
+       smartybridge decode -device DEVICE [-frames N] [-duration D] [-raw FILE]
 
-Reads raw P1 bytes from the files in order, or from stdin, and writes one
-JSON line per telegram to stdout and a summary to stderr. Keys come from
+Reads raw P1 bytes from the files in order, or from stdin, or straight from
+the meter's port (-device /dev/ttyUSB0, COM8 or tcp://host:port, raw mode at
+SMARTY_BAUD), and writes one JSON line per telegram to stdout and a summary
+to stderr. With -device it stops after -frames frames or -duration (else at
+Ctrl-C); -raw also writes the bytes read, unchanged, to FILE, a capture to
+attach to a bug report (it holds no key). Keys come from
 SMARTY_KEY, SMARTY_KEYS, SMARTY_KEYS_FILE, SMARTY_AUTH_KEY and
 SMARTY_VERIFY_TAG. Exit status: 0 when a telegram decoded (or there was no
 frame at all), 1 when frames were seen and none decoded, 2 for a bad
