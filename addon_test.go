@@ -141,16 +141,30 @@ func TestAddonFiles(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	b, _ := os.ReadFile("addon/translations/en.yaml")
-	var tr struct {
-		Configuration map[string]struct{ Name, Description string } `yaml:"configuration"`
-	}
-	if err := yaml.Unmarshal(b, &tr); err != nil {
-		t.Fatal(err)
-	}
-	for name := range loadAddonConfig(t)["schema"].(map[string]any) {
-		if c := tr.Configuration[name]; c.Name == "" || c.Description == "" {
-			t.Errorf("translations/en.yaml: no name or description for %s", name)
+	// English, French and German (Luxembourg's households read all
+	// three): every option named and described, and nothing else.
+	schema := loadAddonConfig(t)["schema"].(map[string]any)
+	for _, lang := range []string{"en", "fr", "de"} {
+		b, err := os.ReadFile("addon/translations/" + lang + ".yaml")
+		if err != nil {
+			t.Error(err)
+			continue
+		}
+		var tr struct {
+			Configuration map[string]struct{ Name, Description string } `yaml:"configuration"`
+		}
+		if err := yaml.Unmarshal(b, &tr); err != nil {
+			t.Fatalf("%s: %v", lang, err)
+		}
+		for name := range schema {
+			if c := tr.Configuration[name]; c.Name == "" || c.Description == "" {
+				t.Errorf("translations/%s.yaml: no name or description for %s", lang, name)
+			}
+		}
+		for name := range tr.Configuration {
+			if _, ok := schema[name]; !ok {
+				t.Errorf("translations/%s.yaml: %s is not an option", lang, name)
+			}
 		}
 	}
 	apparmor, _ := os.ReadFile("addon/apparmor.txt")
