@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -51,4 +53,49 @@ func TestPermissionDeniedNamesTheGroup(t *testing.T) {
 	if !strings.Contains(log, "permission denied") || !strings.Contains(log, "dialout") {
 		t.Errorf("no permission hint:\n%s", log)
 	}
+}
+
+// TestSilentMeterPort: the real binary on a pty that never sends a byte
+// (the P1 port closed, the data-request line not driven, the wrong
+// device) says so after 30 s, with the causes.
+func TestSilentMeterPort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits 30 s")
+	}
+	broker := testenv.Mosquitto(t, "")
+	pty := testenv.Socat(t)
+	cmd, _, _ := command(map[string]string{"SMARTY_DEVICE": pty.Device, "SMARTY_MQTT_URL": broker.URL, "SMARTY_KEY": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"})
+	stderr := &lockedBuffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(45 * time.Second)
+	for time.Now().Before(deadline) && !strings.Contains(stderr.String(), "not one byte came in 30s") {
+		time.Sleep(500 * time.Millisecond)
+	}
+	stopProcess(t, cmd)
+	log := stderr.String()
+	if !strings.Contains(log, "not one byte came in 30s") || !strings.Contains(log, "open the meter's P1 port") {
+		t.Errorf("no silence warning:\n%s", log)
+	}
+}
+
+// lockedBuffer is a buffer a running process writes to while the test
+// reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
 }

@@ -150,9 +150,13 @@ func (b *Bridge) checkQuiet(now time.Time) {
 	if b.lastValid.Load() != 0 && now.Sub(last) < b.o.NoFrameWarning || b.warnedQuiet.Load() {
 		return
 	}
+	if b.bytesIn.Load() == 0 && b.split.Load() == nil {
+		return // not one byte: the port says so itself (p1/port)
+	}
 	b.warnedQuiet.Store(true)
+	b.counts.quiet.Add(1)
 	reason, _ := b.lastReason.Load().(string)
-	hint := "bytes arrive on the port but form no frame: check the baud rate (115200 for Smarty), the cable, and that SMARTY_DEVICE is the meter's port"
+	hint := "bytes arrive on the port but form no frame: check the speed (SMARTY_BAUD=115200 for Smarty), that the cable inverts the signal (an FTDI P1 cable does; a plain USB-serial adapter does not), and that SMARTY_DEVICE is the meter's port"
 	switch reason {
 	case "authentication":
 		hint = "frames arrive but fail authentication: check SMARTY_KEY (the key of this meter, from the grid operator)"

@@ -54,10 +54,11 @@ type Stats struct {
 	Decreasing    int64 // totals not published because they went down
 	Announcements int64 // discovery messages published
 	Replayed      int64 // frames dropped because their counter did not grow (bridge mode)
+	Quiet         int64 // spells of bytes without a valid telegram (NoFrameWarning)
 }
 
 type counters struct {
-	telegrams, states, dropped, auth, noKey, crc, malformed, decreasing, announcements, replayed atomic.Int64
+	telegrams, states, dropped, auth, noKey, crc, malformed, decreasing, announcements, replayed, quiet atomic.Int64
 }
 
 // Bridge reads frames, decodes them and publishes Home Assistant discovery,
@@ -163,7 +164,7 @@ func (b *Bridge) Stats() Stats {
 	return Stats{
 		Telegrams: c.telegrams.Load(), States: c.states.Load(), Dropped: c.dropped.Load(),
 		AuthFailures: c.auth.Load(), NoKey: c.noKey.Load(), CRCErrors: c.crc.Load(), Malformed: c.malformed.Load(),
-		Decreasing: c.decreasing.Load(), Announcements: c.announcements.Load(), Replayed: c.replayed.Load(),
+		Decreasing: c.decreasing.Load(), Announcements: c.announcements.Load(), Replayed: c.replayed.Load(), Quiet: c.quiet.Load(),
 	}
 }
 

@@ -438,3 +438,17 @@ func TestOldMeterOverMQTT(t *testing.T) {
 		t.Errorf("empty M-Bus slot published")
 	}
 }
+
+// TestBytesButNoFrame: noise on the line (the wrong speed, a cable that
+// does not invert) gets one warning naming those causes, and a counter.
+func TestBytesButNoFrame(t *testing.T) {
+	broker := testenv.Mosquitto(t, "")
+	logs := &logBuffer{}
+	noise := bytes.Repeat([]byte{0x55, 0xAA, 0x0F, 0xF0}, 512)
+	h := start(t, testOptions(broker.URL, logs, decrypt.Options{Key: key(t, testKey)}), &slowReader{chunks: [][]byte{noise, noise, noise}})
+	testenv.WaitFor(t, 10*time.Second, "the warning", func() bool { return strings.Contains(logs.String(), "no valid telegram for a while") })
+	h.stop(t)
+	if !strings.Contains(logs.String(), "inverts the signal") || h.b.Stats().Quiet != 1 {
+		t.Errorf("quiet %d, log:\n%s", h.b.Stats().Quiet, logs)
+	}
+}
