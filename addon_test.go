@@ -38,23 +38,13 @@ func loadAddonConfig(t *testing.T) map[string]any {
 // supervisorType is the Supervisor's option type grammar.
 var supervisorType = regexp.MustCompile(`^(bool|email|url|port|device|device\(subsystem=[a-z0-9_]+\)|str|str\(\d*,\d*\)|password|int(\(-?\d*,-?\d*\))?|float(\(-?[\d.]*,-?[\d.]*\))?|match\(.+\)|list\([^|()]+(\|[^|()]+)*\))\??$`)
 
-// configVariables lists every SMARTY_* variable the binary reads.
+// configVariables lists every SMARTY_* variable of the bridge's
+// configuration (the demo's are not the add-on's business).
 func configVariables() map[string]bool {
 	vars := map[string]bool{}
-	var walk func(t reflect.Type)
-	walk = func(t reflect.Type) {
-		for i := range t.NumField() {
-			f := t.Field(i)
-			if f.Anonymous {
-				walk(f.Type)
-				continue
-			}
-			if name := f.Tag.Get("envconfig"); name != "" {
-				vars["SMARTY_"+name] = true
-			}
-		}
+	for _, v := range envVariables(reflect.TypeOf(Config{})) {
+		vars[v.name] = true
 	}
-	walk(reflect.TypeOf(Config{}))
 	return vars
 }
 

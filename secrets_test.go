@@ -54,7 +54,7 @@ func TestSecretsNeverPrinted(t *testing.T) {
 		{"keys, one bad entry", map[string]string{"SMARTY_KEYS": "534147677001BD54:" + scanKey2 + ",53595354454D4944:" + typo}, nil},
 		{"keys, key and title swapped", map[string]string{"SMARTY_KEYS": scanKey1 + ":534147677001BD54"}, nil},
 		{"auth key with a typo", map[string]string{"SMARTY_KEY": scanKey1, "SMARTY_AUTH_KEY": scanAuthKey[:31] + "?"}, nil},
-		{"password in a bad URL", map[string]string{"SMARTY_MQTT_URL": "mqtt://smarty:" + scanPass + "@broker"}, nil},
+		{"password in a bad URL", map[string]string{"SMARTY_MQTT_URL": "mqtt://smarty:" + scanPass + "@broker/smarty"}, nil},
 		{"password in an unparsable URL", map[string]string{"SMARTY_MQTT_URL": "mqtt://smarty:" + scanPass + "@broker:18x3"}, nil},
 		{"password and keys with another error", map[string]string{"SMARTY_KEY": scanKey1, "SMARTY_MQTT_PASSWORD": scanPass, "SMARTY_BAUD": "fast"}, nil},
 		{"decode, wrong key", map[string]string{"SMARTY_KEY": scanKey1}, []string{"decode", "testdata/smarty-2018-real.frame"}},
@@ -64,7 +64,14 @@ func TestSecretsNeverPrinted(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cmd, out, errb := command(tt.env, tt.args...)
-			cmd.Run()
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			timer := time.AfterFunc(10*time.Second, func() { cmd.Process.Kill() })
+			cmd.Wait()
+			if !timer.Stop() {
+				t.Errorf("still running after 10 s: this configuration was accepted")
+			}
 			if l := leaks(out.String() + errb.String()); len(l) > 0 {
 				t.Errorf("printed %v:\n%s%s", l, out, errb)
 			}

@@ -120,22 +120,22 @@ type variable struct{ name, def, desc string }
 // variables lists every SMARTY_* variable the program reads, in the order
 // of the configuration structs.
 func variables() []variable {
+	return append(envVariables(reflect.TypeOf(Config{})), envVariables(reflect.TypeOf(DemoConfig{}))...)
+}
+
+// envVariables lists the variables of one configuration struct.
+func envVariables(t reflect.Type) []variable {
 	var out []variable
-	var walk func(reflect.Type)
-	walk = func(t reflect.Type) {
-		for i := range t.NumField() {
-			f := t.Field(i)
-			if f.Anonymous {
-				walk(f.Type)
-				continue
-			}
-			if name := f.Tag.Get("envconfig"); name != "" {
-				out = append(out, variable{"SMARTY_" + name, f.Tag.Get("default"), f.Tag.Get("desc")})
-			}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if f.Anonymous {
+			out = append(out, envVariables(f.Type)...)
+			continue
+		}
+		if name := f.Tag.Get("envconfig"); name != "" {
+			out = append(out, variable{"SMARTY_" + name, f.Tag.Get("default"), f.Tag.Get("desc")})
 		}
 	}
-	walk(reflect.TypeOf(Config{}))
-	walk(reflect.TypeOf(DemoConfig{}))
 	return out
 }
 

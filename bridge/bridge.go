@@ -242,7 +242,13 @@ func (b *Bridge) read(ctx context.Context, src io.Reader) error {
 	for t := range b.o.Keys.Keys {
 		sc.Know(t) // frames of a configured meter are real where they start
 	}
+	// A live port is read before the broker answers (run); the first
+	// telegrams wait for it a little, so that none is lost at start.
+	holdUntil := time.Now().Add(10 * time.Second)
 	for sc.Scan() {
+		if b.connGen.Load() == 0 && time.Now().Before(holdUntil) {
+			b.conn.awaitConnection(ctx, time.Until(holdUntil))
+		}
 		tg, from, err := b.dec.Decode(sc.Kind(), sc.Frame())
 		if err != nil {
 			if FramingError(err) {
