@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -65,7 +63,7 @@ func TestSilentMeterPort(t *testing.T) {
 	broker := testenv.Mosquitto(t, "")
 	pty := testenv.Socat(t)
 	cmd, _, _ := command(map[string]string{"SMARTY_DEVICE": pty.Device, "SMARTY_MQTT_URL": broker.URL, "SMARTY_KEY": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"})
-	stderr := &lockedBuffer{}
+	stderr := &testenv.Buffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -79,23 +77,4 @@ func TestSilentMeterPort(t *testing.T) {
 	if !strings.Contains(log, "not one byte came in 30s") || !strings.Contains(log, "open the meter's P1 port") {
 		t.Errorf("no silence warning:\n%s", log)
 	}
-}
-
-// lockedBuffer is a buffer a running process writes to while the test
-// reads it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
 }

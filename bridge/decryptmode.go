@@ -92,12 +92,14 @@ type decryptor struct {
 type confirmKeys struct {
 	def     *confirmKey
 	byTitle map[decrypt.Title]confirmKey
+	titles  map[string]bool // byTitle's titles in hex, as topics and meter ids name them
 }
 
 func newConfirmKeys(o decrypt.Options) *confirmKeys {
-	c := &confirmKeys{byTitle: map[decrypt.Title]confirmKey{}}
+	c := &confirmKeys{byTitle: map[decrypt.Title]confirmKey{}, titles: map[string]bool{}}
 	for t, k := range o.Keys {
 		c.byTitle[t] = deriveConfirmKey(k)
+		c.titles[t.String()] = true
 	}
 	if o.Key != nil {
 		k := deriveConfirmKey(*o.Key)
@@ -258,6 +260,11 @@ func (d *decryptor) follow(title string, payload []byte) {
 	}
 }
 
+// state returns what is kept about title id. Called with d.mu held.
+func (d *decryptor) state(id string) *titleState {
+	return d.titles.getOrAdd(id, func() *titleState { return &titleState{} })
+}
+
 func (d *decryptor) loop(ctx context.Context) {
 	defer close(d.done)
 	for {
@@ -297,7 +304,7 @@ func (d *decryptor) handle(ctx context.Context, f rawFrame) {
 	}
 	fid := frameID(f.payload)
 	d.mu.Lock()
-	st := d.titles.getOrAdd(id, func() *titleState { return &titleState{} })
+	st := d.state(id)
 	inFlight := st.pending && h.Counter <= st.pendingCtr
 	d.mu.Unlock()
 	if inFlight {
@@ -346,7 +353,7 @@ func (d *decryptor) reject(ctx context.Context, id string, k confirmKey, fid str
 		verdict = verdictAuth
 	}
 	d.mu.Lock()
-	st := d.titles.getOrAdd(id, func() *titleState { return &titleState{} })
+	st := d.state(id)
 	if verdict == verdictAuth {
 		st.authFails++
 	}
@@ -380,7 +387,7 @@ func (d *decryptor) reject(ctx context.Context, id string, k confirmKey, fid str
 func (d *decryptor) settle(ctx context.Context, id string, k confirmKey, fid, verdict string, counter uint32, accepted bool, meterID string) {
 	b := d.b
 	d.mu.Lock()
-	st := d.titles.getOrAdd(id, func() *titleState { return &titleState{} })
+	st := d.state(id)
 	settled := append(append([]string(nil), st.settled...), fid+":"+verdict)
 	if len(settled) > settledKept {
 		settled = settled[len(settled)-settledKept:]
@@ -494,15 +501,7 @@ func newerStamp(a, b string) bool {
 // encrypted reports whether meter is an encrypted meter: one in the
 // replay book (by its meter id or title) or one with a configured key.
 func (d *decryptor) encrypted(meter string) bool {
-	if d.b.book.encrypted(meter) {
-		return true
-	}
-	for t := range d.keys.byTitle {
-		if t.String() == meter {
-			return true
-		}
-	}
-	return false
+	return d.b.book.encrypted(meter) || d.keys.titles[meter]
 }
 
 func (d *decryptor) warnLimited(key, msg string, args ...any) {

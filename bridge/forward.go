@@ -397,13 +397,14 @@ func (f *Forwarder) message(topic string, payload []byte) {
 	c, pub, err := parseConfirmation(title, payload)
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if err == nil && !f.trusted(title, pub, c) && f.fo.ConfirmKey == nil && f.pins[title] == "" {
+	ok = err == nil && f.trusted(title, pub, c)
+	if !ok && err == nil && f.fo.ConfirmKey == nil && f.pins[title] == "" {
 		// A meter no decryptor confirmed yet, and nothing here to check
 		// this key against: wait for one that names a frame as published.
 		f.log.Debug("confirmation of a meter without trusted key yet; waiting for one that confirms a frame", "meter", title)
 		return
 	}
-	if err != nil || !f.trusted(title, pub, c) {
+	if !ok {
 		f.forged.Add(1)
 		if ok, held := f.logs.allow("forged " + title); ok {
 			f.log.Warn("ignored a confirmation not signed with the key trusted for this meter", "meter", title, "similar_lines_held_back", held,
@@ -529,10 +530,7 @@ func (f *Forwarder) loadPins() {
 // savePins writes the pinned keys. Called with f.mu held.
 func (f *Forwarder) savePins() {
 	b, _ := json.Marshal(f.pins)
-	tmp := f.pinFile + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err == nil {
-		os.Rename(tmp, f.pinFile)
-	}
+	writeFileAtomic(f.pinFile, b, 0o600)
 }
 
 // sender publishes new frames and re-sends unconfirmed ones, in order.

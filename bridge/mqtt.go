@@ -290,12 +290,9 @@ func writeHealth(path, state string) {
 	if path == "" {
 		return
 	}
-	tmp := path + ".tmp"
 	// state, when, and which process: `smartybridge health` fails once
 	// that process is gone, whatever the file says.
-	if os.WriteFile(tmp, fmt.Appendf(nil, "%s %d %d\n", state, time.Now().Unix(), os.Getpid()), 0o644) == nil {
-		os.Rename(tmp, path)
-	}
+	writeFileAtomic(path, fmt.Appendf(nil, "%s %d %d\n", state, time.Now().Unix(), os.Getpid()), 0o644)
 }
 
 // redactURL drops the password from a URL for logs.

@@ -150,16 +150,21 @@ func (r *replayBook) save() error {
 	if err != nil {
 		return err
 	}
-	tmp := r.file + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		r.markDirty()
-		return err
-	}
-	if err := os.Rename(tmp, r.file); err != nil {
+	if err := writeFileAtomic(r.file, b, 0o600); err != nil {
 		r.markDirty()
 		return err
 	}
 	return nil
+}
+
+// writeFileAtomic writes a temporary file next to path and renames it
+// over path, so that a crash leaves the old file or the new, never half.
+func writeFileAtomic(path string, b []byte, perm os.FileMode) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, perm); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 func (r *replayBook) markDirty() {
