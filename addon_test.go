@@ -131,10 +131,10 @@ func TestAddonFiles(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	// English, French and German (Luxembourg's households read all
-	// three): every option named and described, and nothing else.
+	// English, French, German and Luxembourgish (Luxembourg's households
+	// read all four): every option named and described, and nothing else.
 	schema := loadAddonConfig(t)["schema"].(map[string]any)
-	for _, lang := range []string{"en", "fr", "de"} {
+	for _, lang := range []string{"en", "fr", "de", "lb"} {
 		b, err := os.ReadFile("addon/translations/" + lang + ".yaml")
 		if err != nil {
 			t.Error(err)
