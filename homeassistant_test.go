@@ -1,0 +1,630 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/smartybridge/smartybridge/bridge"
+	"github.com/smartybridge/smartybridge/decrypt"
+	"github.com/smartybridge/smartybridge/discovery"
+	"github.com/smartybridge/smartybridge/internal/testenv"
+	"github.com/smartybridge/smartybridge/p1"
+)
+
+// haMeter is a meter fed to a pty: a public test vector, sealed again for
+// every frame with a rising frame counter (the bridge rejects replays).
+type haMeter struct {
+	vector   string
+	title    decrypt.Title
+	key      string
+	id       string // the meter as the bridge names it
+	tg       *p1.Telegram
+	sensors  []discovery.Sensor
+	expected map[string]struct {
+		Value any    `json:"value"`
+		Unit  string `json:"unit"`
+	}
+	plain []byte
+	pty   *testenv.PTY
+
+	mu      sync.Mutex
+	counter uint32
+	paused  bool
+}
+
+func newHAMeter(t *testing.T, vector, title, key string) *haMeter {
+	t.Helper()
+	m := &haMeter{vector: vector, key: key, counter: 1000}
+	copy(m.title[:], title)
+	var err error
+	if m.plain, err = os.ReadFile("testdata/" + vector + ".telegram"); err != nil {
+		t.Fatal(err)
+	}
+	if m.tg, err = p1.Parse(m.plain); err != nil {
+		t.Fatal(err)
+	}
+	m.id = bridge.TopicSafe(string(m.tg.MeterID()))
+	if m.id == "" {
+		m.id = m.title.String()
+	}
+	m.sensors = discovery.Sensors(m.tg)
+	b, err := os.ReadFile("testdata/expected/" + vector + ".json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var exp struct {
+		Objects map[string]struct {
+			Value any    `json:"value"`
+			Unit  string `json:"unit"`
+		} `json:"objects"`
+	}
+	if err := json.Unmarshal(b, &exp); err != nil {
+		t.Fatal(err)
+	}
+	m.expected = exp.Objects
+	m.pty = testenv.Socat(t)
+	return m
+}
+
+// feed writes one frame a second until ctx ends, except while paused.
+func (m *haMeter) feed(ctx context.Context) {
+	k, err := decrypt.ParseKey(m.key)
+	if err != nil {
+		panic(err)
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		m.mu.Lock()
+		if !m.paused {
+			m.counter++
+			m.pty.Write(decrypt.Seal(nil, k, decrypt.DefaultAuthKey, m.title, m.counter, m.plain))
+		}
+		m.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (m *haMeter) pause(p bool) {
+	m.mu.Lock()
+	m.paused = p
+	m.mu.Unlock()
+}
+
+func (m *haMeter) uniqueID(s discovery.Sensor) string { return m.id + "_" + s.OBIS.String() }
+
+// entityIDs maps unique id to the entity id discovery asks for.
+func (m *haMeter) entityIDs(t *testing.T) map[string]string {
+	t.Helper()
+	msg := discovery.DeviceConfig(discovery.Device{ID: m.id, Header: string(m.tg.Header)}, m.sensors, discovery.Options{TopicPrefix: "smarty"})
+	var cfg struct {
+		Components map[string]struct {
+			UniqueID        string `json:"unique_id"`
+			DefaultEntityID string `json:"default_entity_id"`
+		} `json:"components"`
+	}
+	if err := json.Unmarshal(msg.Payload, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, c := range cfg.Components {
+		out[c.UniqueID] = c.DefaultEntityID
+	}
+	return out
+}
+
+type haDevice struct {
+	ID           string     `json:"id"`
+	Name         string     `json:"name"`
+	Manufacturer string     `json:"manufacturer"`
+	Model        string     `json:"model"`
+	SerialNumber string     `json:"serial_number"`
+	Identifiers  [][]string `json:"identifiers"`
+}
+
+type haEntity struct {
+	EntityID       string         `json:"entity_id"`
+	UniqueID       string         `json:"unique_id"`
+	Platform       string         `json:"platform"`
+	DeviceID       string         `json:"device_id"`
+	DisabledBy     *string        `json:"disabled_by"`
+	EntityCategory *string        `json:"entity_category"`
+	Options        map[string]any `json:"options"`
+}
+
+func haDevices(ha *testenv.HomeAssistant) []haDevice {
+	var d []haDevice
+	ha.WS(map[string]any{"type": "config/device_registry/list"}, &d)
+	return d
+}
+
+func haEntities(ha *testenv.HomeAssistant) []haEntity {
+	var e []haEntity
+	ha.WS(map[string]any{"type": "config/entity_registry/list"}, &e)
+	return e
+}
+
+// devicesOf returns the registry's devices for meter id.
+func devicesOf(devs []haDevice, id string) []haDevice {
+	var out []haDevice
+	for _, d := range devs {
+		for _, ident := range d.Identifiers {
+			if len(ident) == 2 && ident[0] == "mqtt" && ident[1] == id {
+				out = append(out, d)
+			}
+		}
+	}
+	return out
+}
+
+// entitiesOf returns the registry's mqtt entities of meter m by unique id.
+func entitiesOf(ents []haEntity, m *haMeter) map[string]haEntity {
+	out := map[string]haEntity{}
+	for _, e := range ents {
+		if e.Platform == "mqtt" && strings.HasPrefix(e.UniqueID, m.id+"_") {
+			out[e.UniqueID] = e
+		}
+	}
+	return out
+}
+
+// waitRegistered waits until Home Assistant has m's device and every one of
+// its entities.
+func waitRegistered(t *testing.T, ha *testenv.HomeAssistant, m *haMeter) {
+	t.Helper()
+	testenv.WaitFor(t, 60*time.Second, m.vector+" in Home Assistant's registries", func() bool {
+		return len(devicesOf(haDevices(ha), m.id)) == 1 && len(entitiesOf(haEntities(ha), m)) >= len(m.sensors)
+	})
+}
+
+// checkRegistry asserts the device and entity registries for m.
+// userEnabled says the test has enabled every entity.
+func checkRegistry(t *testing.T, ha *testenv.HomeAssistant, m *haMeter, manufacturer, model string, userEnabled bool) map[string]haEntity {
+	t.Helper()
+	devs := devicesOf(haDevices(ha), m.id)
+	if len(devs) != 1 {
+		t.Fatalf("%s: %d devices, want 1: %+v", m.vector, len(devs), devs)
+	}
+	d := devs[0]
+	if d.Name != "Smart meter "+m.id || d.Manufacturer != manufacturer || d.Model != model || d.SerialNumber != m.id {
+		t.Errorf("%s: device %+v, want name %q manufacturer %q model %q serial %q", m.vector, d, "Smart meter "+m.id, manufacturer, model, m.id)
+	}
+	ents := entitiesOf(haEntities(ha), m)
+	if len(ents) != len(m.sensors) {
+		t.Errorf("%s: %d entities, want %d", m.vector, len(ents), len(m.sensors))
+	}
+	wantIDs := m.entityIDs(t)
+	for _, s := range m.sensors {
+		e, ok := ents[m.uniqueID(s)]
+		if !ok {
+			t.Errorf("%s: no entity for %s (%s)", m.vector, s.OBIS, s.Name)
+			continue
+		}
+		if e.EntityID != wantIDs[e.UniqueID] {
+			t.Errorf("%s %s: entity_id %s, want %s (default_entity_id)", m.vector, s.OBIS, e.EntityID, wantIDs[e.UniqueID])
+		}
+		if e.DeviceID != d.ID {
+			t.Errorf("%s %s: on device %s, want %s", m.vector, s.OBIS, e.DeviceID, d.ID)
+		}
+		hidden := s.Visibility == discovery.Hidden || s.Visibility == discovery.HiddenDiagnostic
+		if disabled := e.DisabledBy != nil && *e.DisabledBy == "integration"; disabled != (hidden && !userEnabled) {
+			t.Errorf("%s %s: disabled_by %v, want disabled=%v", m.vector, s.OBIS, ptr(e.DisabledBy), hidden)
+		}
+		// Home Assistant keeps the suggested precision as a sensor option.
+		// (written when the entity is added: not while it is disabled).
+		if s.Precision >= 0 && s.DeviceClass != "" && e.DisabledBy == nil {
+			sensorOpts, _ := e.Options["sensor"].(map[string]any)
+			if p, ok := sensorOpts["suggested_display_precision"].(float64); !ok || int(p) != s.Precision {
+				t.Errorf("%s %s: suggested_display_precision %v, want %d", m.vector, s.OBIS, sensorOpts["suggested_display_precision"], s.Precision)
+			}
+		}
+		diag := s.Visibility == discovery.Diagnostic || s.Visibility == discovery.HiddenDiagnostic
+		if got := e.EntityCategory != nil && *e.EntityCategory == "diagnostic"; got != diag {
+			t.Errorf("%s %s: entity_category %v, want diagnostic=%v", m.vector, s.OBIS, ptr(e.EntityCategory), diag)
+		}
+	}
+	return ents
+}
+
+func ptr(s *string) string {
+	if s == nil {
+		return "null"
+	}
+	return *s
+}
+
+// checkStates asserts every enabled entity's state against the telegram
+// and discovery, and the text states against what the bridge published.
+func checkStates(t *testing.T, ha *testenv.HomeAssistant, sub *testenv.Subscriber, m *haMeter, all bool) {
+	t.Helper()
+	states := ha.States()
+	ents := entitiesOf(haEntities(ha), m)
+	for _, s := range m.sensors {
+		e := ents[m.uniqueID(s)]
+		st, ok := states[e.EntityID]
+		if e.DisabledBy != nil {
+			if all {
+				t.Errorf("%s %s: still disabled", m.vector, s.OBIS)
+			}
+			continue
+		}
+		if !ok {
+			t.Errorf("%s %s: %s has no state", m.vector, s.OBIS, e.EntityID)
+			continue
+		}
+		attr := func(k string) string { v, _ := st.Attributes[k].(string); return v }
+		if attr("unit_of_measurement") != s.Unit || attr("device_class") != s.DeviceClass || attr("state_class") != s.StateClass {
+			t.Errorf("%s %s: unit %q device_class %q state_class %q, want %q %q %q", m.vector, s.OBIS,
+				attr("unit_of_measurement"), attr("device_class"), attr("state_class"), s.Unit, s.DeviceClass, s.StateClass)
+		}
+		if name := "Smart meter " + m.id + " " + s.Name; attr("friendly_name") != name {
+			t.Errorf("%s %s: friendly_name %q, want %q", m.vector, s.OBIS, attr("friendly_name"), name)
+		}
+		if st.State == "unknown" || st.State == "unavailable" {
+			t.Errorf("%s %s: %s is %s, the telegram carries it", m.vector, s.OBIS, e.EntityID, st.State)
+			continue
+		}
+		published, _ := sub.Get(discovery.StateTopic("smarty", m.id, s.OBIS))
+		want, ok := m.expected[s.OBIS.String()]
+		switch v, isNum := want.Value.(float64); {
+		case ok && isNum:
+			got, err := strconv.ParseFloat(st.State, 64)
+			if err != nil || math.Abs(got-v) > 1e-9*math.Max(1, math.Abs(v)) {
+				t.Errorf("%s %s: state %q, the telegram says %v", m.vector, s.OBIS, st.State, v)
+			}
+		case s.DeviceClass == "timestamp":
+			w, _ := want.Value.(string)
+			got, err1 := time.Parse(time.RFC3339, st.State)
+			wantT, err2 := time.Parse(time.RFC3339, w)
+			if err1 != nil || err2 != nil || !got.Equal(wantT) {
+				t.Errorf("%s %s: timestamp %q, the telegram says %q", m.vector, s.OBIS, st.State, w)
+			}
+		default:
+
+			// A text: Home Assistant shows what the bridge published.
+			if st.State != published {
+				t.Errorf("%s %s: state %q, the bridge published %q", m.vector, s.OBIS, st.State, published)
+			}
+		}
+	}
+}
+
+// waitStates waits until every enabled entity of m has a state that is
+// neither unknown nor unavailable, or (want "unavailable") all are
+// unavailable.
+func waitStates(t *testing.T, ha *testenv.HomeAssistant, m *haMeter, want string, d time.Duration) {
+	t.Helper()
+	testenv.WaitFor(t, d, m.vector+" entities "+want, func() bool {
+		states := ha.States()
+		ents := entitiesOf(haEntities(ha), m)
+		n := 0
+		for _, e := range ents {
+			if e.DisabledBy != nil {
+				continue
+			}
+			st, ok := states[e.EntityID]
+			if !ok {
+				return false
+			}
+			unavailable := st.State == "unavailable"
+			if (want == "unavailable") != unavailable || st.State == "unknown" && want != "unavailable" {
+				return false
+			}
+			n++
+		}
+		return n > 0
+	})
+}
+
+// runBridge starts the real binary and stops it (SIGTERM) at the end.
+func startBinary(t *testing.T, env map[string]string) *exec.Cmd {
+	t.Helper()
+	cmd, _, stderr := command(env)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			stopProcess(t, cmd)
+		}
+		if t.Failed() {
+			t.Logf("%s log:\n%s", env["SMARTY_MQTT_CLIENT_ID"], stderr)
+		}
+	})
+	return cmd
+}
+
+const haCustomComponent = `"""Test hook of smartybridge's TestHomeAssistant: compile the recorder's
+statistics of the current five minutes now instead of at their end."""
+
+from homeassistant.components.recorder import get_instance
+from homeassistant.components.recorder.tasks import StatisticsTask
+from homeassistant.util import dt as dt_util
+
+DOMAIN = "smartybridge_test"
+
+
+async def async_setup(hass, config):
+    async def compile_statistics(call):
+        now = dt_util.utcnow()
+        start = now.replace(minute=now.minute - now.minute % 5, second=0, microsecond=0)
+        instance = get_instance(hass)
+        instance.queue_task(StatisticsTask(start, True))
+        await instance.async_block_till_done()
+
+    hass.services.async_register(DOMAIN, "compile_statistics", compile_statistics)
+    return True
+`
+
+const haConfig = `homeassistant:
+  name: smartybridge test
+  latitude: 49.61
+  longitude: 6.13
+  elevation: 300
+  unit_system: metric
+  time_zone: Europe/Luxembourg
+  country: LU
+  currency: EUR
+  language: en
+recorder:
+  db_url: sqlite:////config/home-assistant_v2.db
+  commit_interval: 0
+logger:
+  default: info
+api:
+websocket_api:
+energy:
+history:
+smartybridge_test:
+`
+
+// haLogAllowed lists the Home Assistant log records that are not about
+// smartybridge and that this test's trimmed install causes: no ffmpeg
+// binary, no libturbojpeg, no isal, --skip-pip, and the test hook being a
+// custom integration.
+var haLogAllowed = []struct{ logger, text string }{
+	{"homeassistant.bootstrap", "Skipping pip installation"},
+	{"aiohttp_fast_zlib", "zlib_ng and isal are not available"},
+	{"haffmpeg.core", "FFmpeg fails"},
+	{"haffmpeg.tools", "Error starting FFmpeg"},
+	{"homeassistant.components.camera.img_util", "Error loading libturbojpeg"},
+	{"homeassistant.loader", "custom integration smartybridge_test"},
+}
+
+// TestHomeAssistant shows a real Home Assistant core the real binary's
+// messages and asserts, through its REST and WebSocket APIs, what it makes
+// of them: devices, entities, states, the Energy dashboard, statistics,
+// restarts and unavailability, split mode and entity-style discovery.
+func TestHomeAssistant(t *testing.T) {
+	root := testenv.NeedHomeAssistant(t)
+	broker := testenv.Mosquitto(t, "")
+	sub := testenv.Subscribe(t, broker.URL, "smarty/#", "homeassistant/#")
+	ha := testenv.NewHomeAssistant(t, root, haConfig, map[string]string{
+		"custom_components/smartybridge_test/__init__.py": haCustomComponent,
+		"custom_components/smartybridge_test/manifest.json": `{"domain": "smartybridge_test", "name": "smartybridge test hook", "version": "1.0.0",
+ "dependencies": ["recorder"], "codeowners": [], "documentation": "https://example.invalid", "iot_class": "local_push"}`,
+	})
+	ha.Start()
+	ha.Onboard()
+	var cfg struct{ Version string }
+	ha.Get("/api/config", &cfg)
+	pinned, _ := os.ReadFile("tools/homeassistant/VERSION")
+	if cfg.Version != strings.TrimSpace(string(pinned)) {
+		t.Fatalf("Home Assistant %s runs, %s is pinned: run sudo %s", cfg.Version, pinned, testenv.HomeAssistantSetup)
+	}
+	t.Logf("Home Assistant %s", cfg.Version)
+	ha.AddMQTT(broker.Port)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	smarty := newHAMeter(t, "smarty-2026", "SYSTEMID", testKey)
+	old := newHAMeter(t, "smarty-2018-real", "SAGgp\x01\xbdT", "D491470F47126332B07D1923B3504188")
+	dutch := newHAMeter(t, "dsmr5-nl", "NLDSMR05", "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB")
+	bridgeEnv := func(m *haMeter, client string, extra ...string) map[string]string {
+		env := map[string]string{"SMARTY_DEVICE": m.pty.Device, "SMARTY_MQTT_URL": broker.URL, "SMARTY_KEY": m.key,
+			"SMARTY_MQTT_CLIENT_ID": client, "SMARTY_METER_TIMEOUT": "5s", "SMARTY_LOG_LEVEL": "debug"}
+		for i := 0; i+1 < len(extra); i += 2 {
+			env[extra[i]] = extra[i+1]
+		}
+		return env
+	}
+
+	// One meter in bridge mode: its device, entities and states.
+	go smarty.feed(ctx)
+	smartyBridge := startBinary(t, bridgeEnv(smarty, "ha-smarty"))
+	waitRegistered(t, ha, smarty)
+	before := checkRegistry(t, ha, smarty, "Sagemcom", "T210-D", false)
+	waitStates(t, ha, smarty, "available", 30*time.Second)
+	checkStates(t, ha, sub, smarty, false)
+
+	// Enable the hidden entities (Home Assistant reloads MQTT 30 s later)
+	// so that every state is checked, while the other meters come up.
+	for _, e := range before {
+		if e.DisabledBy != nil {
+			ha.WS(map[string]any{"type": "config/entity_registry/update", "entity_id": e.EntityID, "disabled_by": nil}, nil)
+		}
+	}
+
+	// A second and a third meter: new devices; the first is undisturbed.
+	go old.feed(ctx)
+	go dutch.feed(ctx)
+	startBinary(t, bridgeEnv(old, "ha-old"))
+	startBinary(t, bridgeEnv(dutch, "ha-dutch"))
+	waitRegistered(t, ha, old)
+	waitRegistered(t, ha, dutch)
+	checkRegistry(t, ha, old, "Sagemcom", "T210-D", false)
+	checkRegistry(t, ha, dutch, "Iskra", "MT382-1000", false)
+	waitStates(t, ha, old, "available", 30*time.Second)
+	waitStates(t, ha, dutch, "available", 30*time.Second)
+	checkStates(t, ha, sub, old, false)
+	checkStates(t, ha, sub, dutch, false)
+	if devs := devicesOf(haDevices(ha), smarty.id); len(devs) != 1 {
+		t.Errorf("first meter: %d devices after the others came", len(devs))
+	}
+
+	// The Energy dashboard: grid import/export with power, and gas.
+	energy := func(m *haMeter, code string) string {
+		c, _ := p1.ParseOBIS(code)
+		for _, s := range m.sensors {
+			if s.OBIS == c {
+				return m.entityIDs(t)[m.uniqueID(s)]
+			}
+		}
+		t.Fatalf("%s has no %s", m.vector, code)
+		return ""
+	}
+	imp, exp, gas := energy(smarty, "1-0:1.8.0"), energy(smarty, "1-0:2.8.0"), energy(smarty, "0-1:24.2.1")
+	ha.WS(map[string]any{"type": "energy/save_prefs",
+		"energy_sources": []any{
+			map[string]any{"type": "grid", "stat_energy_from": imp, "stat_energy_to": exp, "cost_adjustment_day": 0,
+				"power_config": map[string]any{"stat_rate_from": energy(smarty, "1-0:1.7.0"), "stat_rate_to": energy(smarty, "1-0:2.7.0")}},
+			map[string]any{"type": "grid", "stat_energy_from": energy(dutch, "1-0:1.8.1"), "stat_energy_to": energy(dutch, "1-0:2.8.1"), "cost_adjustment_day": 0},
+			map[string]any{"type": "gas", "stat_energy_from": gas},
+		}}, nil)
+	ha.Service("smartybridge_test", "compile_statistics", nil)
+	now := time.Now().UTC()
+	start := now.Truncate(5 * time.Minute)
+	var stats map[string][]map[string]any
+	ha.WS(map[string]any{"type": "recorder/statistics_during_period", "start_time": start.Format(time.RFC3339),
+		"statistic_ids": []string{imp, exp, gas}, "period": "5minute", "types": []string{"sum", "state"}}, &stats)
+	for _, id := range []string{imp, exp, gas} {
+		if len(stats[id]) == 0 {
+			t.Errorf("no statistics for %s after a compile: %v", id, stats)
+		}
+	}
+	var validation struct {
+		EnergySources [][]map[string]any `json:"energy_sources"`
+	}
+	ha.WS(map[string]any{"type": "energy/validate"}, &validation)
+	if len(validation.EnergySources) != 3 {
+		t.Errorf("energy/validate: %d sources, want 3", len(validation.EnergySources))
+	}
+	for i, issues := range validation.EnergySources {
+		for _, issue := range issues {
+			t.Errorf("energy/validate, source %d: %v", i, issue)
+		}
+	}
+
+	// The hidden entities, enabled above, get their states after the reload.
+	waitStates(t, ha, smarty, "available", 60*time.Second)
+	testenv.WaitFor(t, 60*time.Second, "every entity enabled", func() bool {
+		for _, e := range entitiesOf(haEntities(ha), smarty) {
+			if e.DisabledBy != nil {
+				return false
+			}
+		}
+		return true
+	})
+	waitStates(t, ha, smarty, "available", 30*time.Second)
+	checkStates(t, ha, sub, smarty, true)
+	registry := entityIDSet(entitiesOf(haEntities(ha), smarty))
+
+	// The meter falls silent past SMARTY_METER_TIMEOUT, then comes back.
+	smarty.pause(true)
+	waitStates(t, ha, smarty, "unavailable", 20*time.Second)
+	waitStates(t, ha, old, "available", time.Second)
+	smarty.pause(false)
+	waitStates(t, ha, smarty, "available", 20*time.Second)
+
+	// The bridge stops: its meter is unavailable, the others are not.
+	stopProcess(t, smartyBridge)
+	waitStates(t, ha, smarty, "unavailable", 10*time.Second)
+	waitStates(t, ha, old, "available", time.Second)
+
+	// Split mode for the same meter: the same registry and states.
+	startBinary(t, bridgeEnv(smarty, "ha-decrypt", "SMARTY_MODE", "decrypt", "SMARTY_DEVICE", ""))
+	fwd := startBinary(t, bridgeEnv(smarty, "ha-forward", "SMARTY_MODE", "forward", "SMARTY_KEY", ""))
+	waitStates(t, ha, smarty, "available", 30*time.Second)
+	checkRegistry(t, ha, smarty, "Sagemcom", "T210-D", true)
+	checkStates(t, ha, sub, smarty, true)
+	if got := entityIDSet(entitiesOf(haEntities(ha), smarty)); !slices.Equal(got, registry) {
+		t.Errorf("split mode changed the registry:\n%v\nwas\n%v", got, registry)
+	}
+
+	// Home Assistant restarts: discovery again on its birth message, the
+	// same devices and entities, no duplicates.
+	configTopic := "homeassistant/device/" + smarty.id + "/config"
+	sent := sub.N(configTopic)
+	ha.Stop()
+	ha.Start()
+	testenv.WaitFor(t, 30*time.Second, "discovery re-sent after Home Assistant's restart", func() bool { return sub.N(configTopic) > sent })
+	waitStates(t, ha, smarty, "available", 30*time.Second)
+	waitStates(t, ha, old, "available", 30*time.Second)
+	for _, m := range []*haMeter{smarty, old, dutch} {
+		if devs := devicesOf(haDevices(ha), m.id); len(devs) != 1 {
+			t.Errorf("%s: %d devices after the restart", m.vector, len(devs))
+		}
+	}
+	if got := entityIDSet(entitiesOf(haEntities(ha), smarty)); !slices.Equal(got, registry) {
+		t.Errorf("the restart changed the registry:\n%v\nwas\n%v", got, registry)
+	}
+	checkStates(t, ha, sub, smarty, true)
+
+	// Entity-style discovery for the same meter gives the same entities.
+	// The device config is removed first, as a user switching would.
+	stopProcess(t, fwd)
+	if _, err := sub.Client.Publish(ctx, publishRetained(configTopic, nil)); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 30*time.Second, "the entities removed", func() bool { return len(entitiesOf(haEntities(ha), smarty)) == 0 })
+	startBinary(t, bridgeEnv(smarty, "ha-entity", "SMARTY_DISCOVERY", "entity"))
+	waitRegistered(t, ha, smarty)
+	waitStates(t, ha, smarty, "available", 30*time.Second)
+	if got := entityIDSet(entitiesOf(haEntities(ha), smarty)); !slices.Equal(got, registry) {
+		t.Errorf("entity-style discovery gives other entities:\n%v\nwant\n%v", got, registry)
+	}
+	if devs := devicesOf(haDevices(ha), smarty.id); len(devs) != 1 {
+		t.Errorf("entity-style discovery: %d devices, want 1", len(devs))
+	}
+	checkStates(t, ha, sub, smarty, false)
+
+	// Nothing in Home Assistant's log about our entities, or anything else
+	// this install does not explain.
+	records := ha.Log()
+	if !slices.ContainsFunc(records, func(r testenv.LogRecord) bool { return strings.Contains(r.Message, "Skipping pip installation") }) {
+		t.Error("home-assistant.log lacks the --skip-pip warning: is it read at all?")
+	}
+	for _, r := range records {
+		allowed := false
+		for _, a := range haLogAllowed {
+			if r.Logger == a.logger && strings.Contains(r.Message, a.text) {
+				allowed = true
+			}
+		}
+		if !allowed {
+			t.Errorf("Home Assistant logged %s [%s] %s", r.Level, r.Logger, r.Message)
+		}
+	}
+}
+
+func entityIDSet(ents map[string]haEntity) []string {
+	out := make([]string, 0, len(ents))
+	for u, e := range ents {
+		out = append(out, fmt.Sprintf("%s=%s", u, e.EntityID))
+	}
+	sort.Strings(out)
+	return out
+}
+
+func publishRetained(topic string, payload []byte) *paho.Publish {
+	return &paho.Publish{Topic: topic, Payload: payload, Retain: true, QoS: 1}
+}
