@@ -139,6 +139,7 @@ type haDevice struct {
 	Model        string     `json:"model"`
 	SerialNumber string     `json:"serial_number"`
 	Identifiers  [][]string `json:"identifiers"`
+	ViaDeviceID  *string    `json:"via_device_id"`
 }
 
 type haEntity struct {
@@ -455,6 +456,7 @@ func TestHomeAssistant(t *testing.T) {
 	before := checkRegistry(t, ha, smarty, "Sagemcom", "T210-D", false)
 	waitStates(t, ha, smarty, "available", 30*time.Second)
 	checkStates(t, ha, sub, smarty, false)
+	checkBridgeDevice(t, ha, "ha-smarty", smarty, "ok", "on")
 
 	// Enable the hidden entities (Home Assistant reloads MQTT 30 s later)
 	// so that every state is checked, while the other meters come up.
@@ -545,10 +547,12 @@ func TestHomeAssistant(t *testing.T) {
 	smarty.pause(false)
 	waitStates(t, ha, smarty, "available", 20*time.Second)
 
-	// The bridge stops: its meter is unavailable, the others are not.
+	// The bridge stops: its meter is unavailable, the others are not;
+	// its own device says it is disconnected.
 	stopProcess(t, smartyBridge)
 	waitStates(t, ha, smarty, "unavailable", 10*time.Second)
 	waitStates(t, ha, old, "available", time.Second)
+	checkBridgeDevice(t, ha, "ha-smarty", nil, "unavailable", "off")
 
 	// Split mode for the same meter: the same registry and states.
 	startBinary(t, bridgeEnv(smarty, "ha-decrypt", "SMARTY_MODE", "decrypt", "SMARTY_DEVICE", ""))
@@ -612,6 +616,40 @@ func TestHomeAssistant(t *testing.T) {
 		}
 		if !allowed {
 			t.Errorf("Home Assistant logged %s [%s] %s", r.Level, r.Logger, r.Message)
+		}
+	}
+}
+
+// checkBridgeDevice waits for the bridge device of client to show problem
+// and connection (binary sensor), and checks that meter m (if any) links
+// to it.
+func checkBridgeDevice(t *testing.T, ha *testenv.HomeAssistant, client string, m *haMeter, problem, connection string) {
+	t.Helper()
+	ident := discovery.BridgeID(client)
+	node := strings.TrimPrefix(ident, "smartybridge_")
+	problemID := "sensor.smartybridge_" + strings.ReplaceAll(node, "-", "_") + "_problem"
+	connID := "binary_sensor.smartybridge_" + strings.ReplaceAll(node, "-", "_") + "_connection"
+	testenv.WaitFor(t, 30*time.Second, client+" problem "+problem+", connection "+connection, func() bool {
+		st := ha.States()
+		return st[problemID].State == problem && st[connID].State == connection
+	})
+	devs := devicesOf(haDevices(ha), ident)
+	if len(devs) != 1 || devs[0].Manufacturer != "smartybridge" || !strings.Contains(devs[0].Model, "bridge mode") {
+		t.Fatalf("bridge device %s: %+v", ident, devs)
+	}
+	if m != nil {
+		md := devicesOf(haDevices(ha), m.id)
+		if len(md) != 1 || md[0].ViaDeviceID == nil || *md[0].ViaDeviceID != devs[0].ID {
+			t.Errorf("%s does not link to its bridge %s: %+v", m.vector, devs[0].ID, md)
+		}
+	}
+	st := ha.States()[problemID]
+	if problem == "ok" {
+		if expl, _ := st.Attributes["explanation"].(string); expl == "" {
+			t.Errorf("%s: no explanation attribute: %v", problemID, st.Attributes)
+		}
+		if opts, _ := st.Attributes["options"].([]any); len(opts) != len(discovery.Problems) {
+			t.Errorf("%s: options %v", problemID, st.Attributes["options"])
 		}
 	}
 }

@@ -34,6 +34,16 @@ func (b *Bridge) announceDirty(ctx context.Context) {
 		return // connected() marks everything again
 	}
 	var out []outgoing
+	if b.selfDirty.Swap(false) {
+		// The instance's own device first: meter devices link to it.
+		msgs := bridgeDiscovery(b.report, b.o.Discovery, b.discoveryOptions(""))
+		for _, msg := range msgs {
+			if !b.send(ctx, msg.Topic, msg.Payload, 1) {
+				b.selfDirty.Store(true)
+				break
+			}
+		}
+	}
 	b.mu.Lock()
 	ids := make([]string, 0, len(b.meters))
 	for id := range b.meters {
@@ -80,6 +90,20 @@ func (b *Bridge) remark(m *meter, dirty, avail bool) {
 	b.mu.Unlock()
 }
 
+// discoveryOptions are the discovery options for meter (or, with "", for
+// the instance's own device).
+func (b *Bridge) discoveryOptions(meter string) discovery.Options {
+	o := discovery.Options{TopicPrefix: b.o.TopicPrefix, DiscoveryPrefix: b.o.DiscoveryPrefix,
+		Version: b.o.Version, SupportURL: b.o.SupportURL}
+	if meter != "" {
+		o.Availability = []string{b.statusTopic, discovery.AvailabilityTopic(b.o.TopicPrefix, meter)}
+		if b.report != nil {
+			o.ViaDevice = discovery.BridgeID(b.o.MQTT.ClientID)
+		}
+	}
+	return o
+}
+
 func availability(online bool) string {
 	if online {
 		return "online"
@@ -89,11 +113,7 @@ func availability(online bool) string {
 
 // discoveryMessages builds a meter's discovery. Called with b.mu held.
 func (b *Bridge) discoveryMessages(m *meter) []discovery.Message {
-	opts := discovery.Options{
-		TopicPrefix: b.o.TopicPrefix, DiscoveryPrefix: b.o.DiscoveryPrefix,
-		Availability: []string{b.statusTopic, discovery.AvailabilityTopic(b.o.TopicPrefix, m.id)},
-		Version:      b.o.Version, SupportURL: b.o.SupportURL,
-	}
+	opts := b.discoveryOptions(m.id)
 	switch b.o.Discovery {
 	case discovery.DeviceStyle:
 		return []discovery.Message{discovery.DeviceConfig(m.device, m.sensors, opts)}

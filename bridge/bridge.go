@@ -92,6 +92,12 @@ type Bridge struct {
 	packets  []byte // QoS 0 packets of one telegram
 	pending  []int  // objects of one telegram to publish
 
+	// The instance's own device (report.go): nil until Run or RunDecrypt.
+	report     *reporter
+	selfDirty  atomic.Bool // its discovery must be (re)published
+	lastReject atomic.Pointer[rejection]
+	scanner    atomic.Pointer[p1.Scanner]
+
 	// Shared with the watchdog.
 	lastValid   atomic.Int64 // unix nanoseconds of the last telegram
 	lastReason  atomic.Value // string: why the last frame was rejected
@@ -178,6 +184,7 @@ func (b *Bridge) Run(ctx context.Context, src io.Reader) error {
 	// A port (serial or TCP) says it is live: see run.
 	lp, ok := src.(interface{ Live() bool })
 	live := ok && lp.Live()
+	b.startReport("bridge")
 	return b.run(ctx, connectOptions{maxPacket: maxRawPacket}, live, func(ctx context.Context) error {
 		var wg sync.WaitGroup
 		sctx, stop := context.WithCancel(ctx)
@@ -201,6 +208,9 @@ func (b *Bridge) run(ctx context.Context, co connectOptions, live bool, body fun
 	co.statusTopic = b.statusTopic
 	co.onUp = func() {
 		b.connGen.Add(1)
+		if b.report != nil {
+			b.report.again()
+		}
 		go b.connected(connCtx)
 	}
 	co.onMessage = b.message
@@ -215,6 +225,10 @@ func (b *Bridge) run(ctx context.Context, co connectOptions, live bool, body fun
 	var wg sync.WaitGroup
 	wg.Go(func() { b.announcer(loopCtx) })
 	wg.Go(func() { b.watchdog(loopCtx) })
+	if b.report != nil {
+		b.selfDirty.Store(true)
+		wg.Go(func() { b.report.run(loopCtx) })
+	}
 
 	// A live port is read at once, broker or not, so that its trouble (a
 	// permission, a wrong device) is logged while the broker is away too;
@@ -239,6 +253,7 @@ func (b *Bridge) run(ctx context.Context, co connectOptions, live bool, body fun
 // read is the reading loop: frames in, states out.
 func (b *Bridge) read(ctx context.Context, src io.Reader) error {
 	sc := p1.NewScanner(countingReader{ctx, src, &b.bytesIn})
+	b.scanner.Store(sc)
 	for t := range b.o.Keys.Keys {
 		sc.Know(t) // frames of a configured meter are real where they start
 	}
@@ -526,6 +541,8 @@ func (b *Bridge) rejected(err error, from p1.Origin) {
 		return // a false header: the scanner resyncs, nothing to tell
 	}
 	b.lastReason.Store(reason)
+	last := b.lastValid.Load()
+	b.noteReject(err, from.SystemTitle, last != 0 && time.Since(time.Unix(0, last)) < problemWindow(b.o.MeterTimeout))
 	b.streak[reason]++
 	n := b.streak[reason]
 	if n != 1 && n != 10 && n != 100 && n%1000 != 0 {
@@ -588,6 +605,7 @@ func (b *Bridge) markAll() {
 		m.dirty, m.avail = true, true
 	}
 	b.mu.Unlock()
+	b.selfDirty.Store(true)
 	b.trigger()
 }
 
@@ -595,6 +613,7 @@ func (b *Bridge) markAll() {
 // out on an earlier connection: the broker may have lost it. A meter first
 // seen on this connection is announced once, not twice.
 func (b *Bridge) markStale() {
+	b.selfDirty.Store(true)
 	b.mu.Lock()
 	gen := b.connGen.Load()
 	for _, m := range b.meters {

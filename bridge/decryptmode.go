@@ -61,6 +61,7 @@ type titleState struct {
 	settled    []string
 	authFails  int       // failed authentications in a row
 	lastDup    time.Time // when a duplicate was last answered
+	okAt       time.Time // when a frame last decoded
 }
 
 // plainState is what a decryptor keeps about one unencrypted meter.
@@ -147,6 +148,7 @@ func (b *Bridge) RunDecrypt(ctx context.Context, o SplitOptions) error {
 		return err
 	}
 	b.split.Store(d)
+	b.startReport("decrypt")
 	for t, k := range d.keys.byTitle {
 		b.log.Info("confirmations of this meter are signed with", "meter", t.String(), "confirm_key", fmt.Sprintf("%x", []byte(k.pub)))
 	}
@@ -222,6 +224,7 @@ func (d *decryptor) message(topic string, payload []byte) bool {
 	prefix := d.b.o.TopicPrefix + "/"
 	switch {
 	case strings.HasPrefix(topic, prefix+"raw/"):
+		d.b.bytesIn.Add(int64(len(payload))) // what the Problem sensor sees arrive
 		// The frame outlives the callback. A full queue holds up paho, and
 		// so the broker: back-pressure instead of loss.
 		select {
@@ -299,6 +302,7 @@ func (d *decryptor) handle(ctx context.Context, f rawFrame) {
 	k, hasKey := d.keys.lookup(h.Title)
 	if !hasKey {
 		b.count(Reason(decrypt.ErrNoKey))
+		b.noteReject(decrypt.ErrNoKey, h.Title, false)
 		d.warnLimited("nokey "+id, fmt.Sprintf("no key for meter %s: add %s:<key> to SMARTY_KEYS (or set SMARTY_KEY); its frames are counted and left for a decryptor that has it", id, id), "meter", id)
 		return
 	}
@@ -328,11 +332,15 @@ func (d *decryptor) handle(ctx context.Context, f rawFrame) {
 	}
 	tg, from, err := b.dec.Decode(p1.Encrypted, f.payload)
 	if err != nil {
+		d.mu.Lock()
+		worked := time.Since(st.okAt) < problemWindow(b.o.MeterTimeout)
+		d.mu.Unlock()
+		b.noteReject(err, h.Title, worked)
 		d.reject(ctx, id, k, fid, h.Counter, err)
 		return
 	}
 	d.mu.Lock()
-	st.authFails = 0
+	st.authFails, st.okAt = 0, time.Now()
 	d.mu.Unlock()
 	meterID := b.meterID(tg, from)
 	if !b.handle(ctx, tg, from) {

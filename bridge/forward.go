@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/smartybridge/smartybridge/decrypt"
+	"github.com/smartybridge/smartybridge/discovery"
 	"github.com/smartybridge/smartybridge/internal/spool"
 	"github.com/smartybridge/smartybridge/p1"
 )
@@ -107,6 +108,13 @@ type Forwarder struct {
 	diskBad   bool
 
 	forwarded, nConfirmed, rejected, dropped, forged atomic.Int64
+
+	// The instance's own device (report.go).
+	report     *reporter
+	connCtx    context.Context
+	bytesIn    atomic.Int64
+	lastQueued atomic.Int64 // unix nanoseconds
+	scanner    atomic.Pointer[p1.Scanner]
 }
 
 // maxTitles bounds the meters a forwarder describes and pins.
@@ -128,6 +136,15 @@ func NewForwarder(o Options, fo ForwardOptions) (*Forwarder, error) {
 	}
 	if o.TopicPrefix == "" {
 		o.TopicPrefix = "smarty"
+	}
+	if o.DiscoveryPrefix == "" {
+		o.DiscoveryPrefix = "homeassistant"
+	}
+	if o.Discovery == "" {
+		o.Discovery = discovery.DeviceStyle
+	}
+	if o.MeterTimeout <= 0 {
+		o.MeterTimeout = time.Minute
 	}
 	log := o.Log
 	if log == nil {
@@ -210,11 +227,16 @@ func (f *Forwarder) describe(seq uint64, frame []byte, now time.Time) *entry {
 func (f *Forwarder) Run(ctx context.Context, src io.Reader) error {
 	connCtx, stopConn := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopConn()
+	f.connCtx = connCtx
+	f.startReport()
 	c, err := dial(connCtx, f.o.MQTT, connectOptions{
 		statusTopic: f.statusTopic,
-		onUp:        func() { go f.connected(connCtx) },
-		onMessage:   f.message,
-		maxPacket:   maxConfirmLen + 1024,
+		onUp: func() {
+			f.report.again()
+			go f.connected(connCtx)
+		},
+		onMessage: f.message,
+		maxPacket: maxConfirmLen + 1024,
 	}, f.log)
 	if err != nil {
 		return err
@@ -225,6 +247,7 @@ func (f *Forwarder) Run(ctx context.Context, src io.Reader) error {
 	loopCtx, stopLoops := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { f.sender(loopCtx) })
+	wg.Go(func() { f.report.run(loopCtx) })
 	err = f.read(ctx, src)
 	stopLoops()
 	wg.Wait()
@@ -242,7 +265,6 @@ func (f *Forwarder) Run(ctx context.Context, src io.Reader) error {
 
 // read queues every frame of src.
 func (f *Forwarder) read(ctx context.Context, src io.Reader) error {
-	var n atomic.Int64
 	var sc *p1.Scanner
 	known := map[[8]byte]bool{}
 	learn := func() {
@@ -256,7 +278,8 @@ func (f *Forwarder) read(ctx context.Context, src io.Reader) error {
 	}
 	// Meters confirmed meanwhile are known before every read, so that a
 	// false header waiting for its declared bytes is cut at theirs.
-	sc = p1.NewScanner(hookedReader{countingReader{ctx, src, &n}, learn})
+	sc = p1.NewScanner(hookedReader{countingReader{ctx, src, &f.bytesIn}, learn})
+	f.scanner.Store(sc)
 	for sc.Scan() {
 		frame := sc.Frame()
 		learn()
@@ -293,6 +316,7 @@ func (f *Forwarder) queue(ctx context.Context, frame []byte) {
 	if e == nil {
 		return
 	}
+	f.lastQueued.Store(now.UnixNano())
 	seq, dropped, err := f.spool.Append(frame)
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -359,8 +383,14 @@ func (f *Forwarder) connected(ctx context.Context) {
 	<-f.ready
 	f.conn.publish(ctx, f.statusTopic, []byte("online"), 1, true)
 	f.publishDescription(ctx)
+	f.announceSelf(ctx)
 	if err := f.conn.subscribe(ctx, f.o.TopicPrefix+"/confirm/+"); err != nil {
 		f.log.Warn("cannot subscribe to the decryptors' confirmations; frames stay queued", "err", err)
+	}
+	if f.o.Discovery != discovery.Off {
+		if err := f.conn.subscribe(ctx, f.o.DiscoveryPrefix+"/status"); err != nil {
+			f.log.Warn("cannot subscribe to Home Assistant's status; discovery is still sent on every connection", "err", err)
+		}
 	}
 	select {
 	case f.wake <- struct{}{}:
@@ -390,6 +420,13 @@ func (f *Forwarder) publishDescription(ctx context.Context) {
 // message takes a decryptor's confirmation: the frames it names are
 // settled, if it is signed with the key trusted for the meter.
 func (f *Forwarder) message(topic string, payload []byte) {
+	if topic == f.o.DiscoveryPrefix+"/status" {
+		if string(payload) == "online" {
+			f.log.Info("Home Assistant came online; sending discovery again")
+			go f.announceSelf(f.connCtx)
+		}
+		return
+	}
 	title, ok := strings.CutPrefix(topic, f.o.TopicPrefix+"/confirm/")
 	if !ok {
 		return

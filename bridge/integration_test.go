@@ -220,12 +220,18 @@ func TestWrongKeyPublishesNothing(t *testing.T) {
 	testenv.WaitFor(t, 5*time.Second, "no-telegram warning", func() bool {
 		return strings.Contains(logs.String(), "no valid telegram for a while") && strings.Contains(logs.String(), "fail authentication: check SMARTY_KEY")
 	})
+	// The bridge's own device says so in Home Assistant.
+	testenv.WaitFor(t, 5*time.Second, "problem wrong_key", func() bool {
+		v, _ := sub.Get("smarty/bridge/test/diagnostics")
+		return strings.Contains(v, `"problem":"wrong_key"`)
+	})
 	h.stop(t)
 	if n := strings.Count(logs.String(), "no valid telegram for a while"); n != 1 {
 		t.Errorf("no-telegram warning %d times, want once", n)
 	}
 	for topic := range sub.Topics("") {
-		if topic != "smarty/status/test" {
+		// Only the bridge itself: its status and its own device.
+		if topic != "smarty/status/test" && !strings.HasPrefix(topic, "smarty/bridge/test/") && topic != "homeassistant/device/test/config" {
 			t.Errorf("published %s with a wrong key", topic)
 		}
 	}

@@ -24,6 +24,9 @@ type Options struct {
 	Availability    []string // topics carrying "online"/"offline"; all must be online
 	Version         string   // the bridge's version, for "origin"
 	SupportURL      string
+	// ViaDevice is the identifier of the bridge device that meter devices
+	// link to (BridgeID); empty: none.
+	ViaDevice string
 }
 
 // Device is a meter as a Home Assistant device.
@@ -54,6 +57,8 @@ type deviceJSON struct {
 	Manufacturer string   `json:"manufacturer,omitempty"`
 	Model        string   `json:"model,omitempty"`
 	SerialNumber string   `json:"serial_number,omitempty"`
+	SWVersion    string   `json:"sw_version,omitempty"`
+	ViaDevice    string   `json:"via_device,omitempty"`
 }
 
 type originJSON struct {
@@ -98,7 +103,7 @@ type deviceConfigJSON struct {
 // DeviceConfig builds the device-based discovery message for a meter.
 func DeviceConfig(d Device, sensors []Sensor, o Options) Message {
 	cfg := deviceConfigJSON{
-		Device:           deviceInfo(d),
+		Device:           deviceInfo(d, o),
 		Origin:           origin(o),
 		Availability:     availability(o),
 		AvailabilityMode: "all",
@@ -115,7 +120,7 @@ func DeviceConfig(d Device, sensors []Sensor, o Options) Message {
 // EntityConfigs builds one discovery message per sensor, for Home
 // Assistant before 2024.11.
 func EntityConfigs(d Device, sensors []Sensor, o Options) []Message {
-	dev, org, av := deviceInfo(d), origin(o), availability(o)
+	dev, org, av := deviceInfo(d, o), origin(o), availability(o)
 	out := make([]Message, 0, len(sensors))
 	for _, s := range sensors {
 		c := component(d, s, o)
@@ -153,16 +158,21 @@ func component(d Device, s Sensor, o Options) componentJSON {
 	return c
 }
 
-// manufacturers maps the three-letter code of the identification line.
+// manufacturers maps the three-letter maker code of the identification
+// line (upper-cased); an unknown code is shown as it is.
 var manufacturers = map[string]string{
-	"Lux": "Sagemcom", "EST": "Sagemcom", "SAG": "Sagemcom", "ISk": "Iskra", "KFM": "Kaifa",
-	"KMP": "Kamstrup", "LGB": "Landis+Gyr", "LGF": "Landis+Gyr", "XMX": "Xemex", "FLU": "Fluvius",
+	"LUX": "Sagemcom", "EST": "Sagemcom", "SAG": "Sagemcom", "ISK": "Iskra", "KFM": "Kaifa", "XMX": "Xemex",
+	"FLU": "Fluvius", "KAM": "Kamstrup", "KMP": "Kamstrup", "LGB": "Landis+Gyr", "LGF": "Landis+Gyr", "ELS": "Elster",
 }
 
-func deviceInfo(d Device) deviceJSON {
-	dev := deviceJSON{Identifiers: []string{d.ID}, Name: "Smart meter " + d.ID, SerialNumber: d.ID}
+func deviceInfo(d Device, o Options) deviceJSON {
+	dev := deviceJSON{Identifiers: []string{d.ID}, Name: "Smart meter " + d.ID, SerialNumber: d.ID, ViaDevice: o.ViaDevice}
 	if len(d.Header) >= 3 {
-		dev.Manufacturer = manufacturers[d.Header[:3]]
+		code := strings.ToUpper(d.Header[:3])
+		dev.Manufacturer = manufacturers[code]
+		if dev.Manufacturer == "" {
+			dev.Manufacturer = code
+		}
 	}
 	switch {
 	case strings.HasPrefix(d.Header, "Lux"):

@@ -182,7 +182,7 @@ func TestDeviceConfigGolden(t *testing.T) {
 // Assistant knows.
 func checkKeys(t *testing.T, payload []byte) {
 	t.Helper()
-	known := "device origin availability availability_mode components identifiers name manufacturer model serial_number sw_version support_url topic platform unique_id default_entity_id state_topic device_class unit_of_measurement state_class suggested_display_precision enabled_by_default entity_category icon"
+	known := "device origin availability availability_mode components identifiers name manufacturer model serial_number sw_version via_device support_url topic platform unique_id default_entity_id state_topic value_template payload_on payload_off json_attributes_topic options device_class unit_of_measurement state_class suggested_display_precision enabled_by_default entity_category icon"
 	var walk func(v any, components bool)
 	walk = func(v any, components bool) {
 		switch x := v.(type) {
@@ -240,5 +240,79 @@ func TestLegacyGasAndEmptySlot(t *testing.T) {
 	}
 	if _, ok := s["0-2:24.2.1"]; ok {
 		t.Errorf("empty M-Bus slot described")
+	}
+}
+
+// TestBridgeConfigGolden: the instance's own device in each mode, in
+// device style (golden) and entity style (the same components).
+func TestBridgeConfigGolden(t *testing.T) {
+	for _, mode := range []string{"bridge", "forward", "decrypt"} {
+		b := BridgeDevice{ClientID: "smartybridge-" + mode + "-host-1a2b", Mode: mode,
+			StatusTopic:      "smarty/status/smartybridge-" + mode + "-host-1a2b",
+			DiagnosticsTopic: "smarty/bridge/smartybridge-" + mode + "-host-1a2b/diagnostics",
+			ProblemTopic:     "smarty/bridge/smartybridge-" + mode + "-host-1a2b/problem"}
+		msgs := BridgeConfig(b, DeviceStyle, testOptions)
+		if len(msgs) != 1 || msgs[0].Topic != "homeassistant/device/"+b.ClientID+"/config" {
+			t.Fatalf("%s: %+v", mode, msgs)
+		}
+		var indented bytes.Buffer
+		if err := json.Indent(&indented, msgs[0].Payload, "", " "); err != nil {
+			t.Fatal(err)
+		}
+		golden := "../testdata/golden/discovery-bridge-device-" + mode + ".json"
+		if *update {
+			os.WriteFile(golden, indented.Bytes(), 0o644)
+		}
+		want, err := os.ReadFile(golden)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(indented.Bytes(), want) {
+			t.Errorf("%s differs from %s (go test ./discovery -update rewrites it)", mode, golden)
+		}
+		checkKeys(t, msgs[0].Payload)
+		var dev struct {
+			Device     map[string]any            `json:"device"`
+			Components map[string]map[string]any `json:"components"`
+		}
+		json.Unmarshal(msgs[0].Payload, &dev)
+		if dev.Device["identifiers"].([]any)[0] != BridgeID(b.ClientID) {
+			t.Errorf("%s: identifiers %v", mode, dev.Device["identifiers"])
+		}
+		problem := dev.Components["problem"]
+		if problem["device_class"] != "enum" || problem["entity_category"] != "diagnostic" || len(problem["options"].([]any)) != len(Problems) {
+			t.Errorf("%s: problem sensor %v", mode, problem)
+		}
+		if c := dev.Components["connection"]; c["availability"] != nil || c["payload_off"] != "offline" {
+			t.Errorf("%s: the connectivity sensor must show off, not unavailable, when the instance is gone: %v", mode, c)
+		}
+		for _, key := range BridgeKeys(mode) {
+			if _, ok := dev.Components[key]; !ok {
+				t.Errorf("%s: no component for %s", mode, key)
+			}
+		}
+		entity := BridgeConfig(b, EntityStyle, testOptions)
+		if len(entity) != len(dev.Components) {
+			t.Errorf("%s: %d entity configs for %d components", mode, len(entity), len(dev.Components))
+		}
+		for _, m := range entity {
+			checkKeys(t, m.Payload)
+			if !strings.Contains(m.Topic, "/"+b.ClientID+"/") {
+				t.Errorf("%s: topic %s is not named after the client id", mode, m.Topic)
+			}
+		}
+	}
+}
+
+// TestMakerCodes: the identification line's maker code names the
+// manufacturer; an unknown code is shown as it is.
+func TestMakerCodes(t *testing.T) {
+	for header, want := range map[string]string{
+		"Lux5\\253663629_D": "Sagemcom", "ISk5\\2MT382-1000": "Iskra", "KFM5KAIFA-METER": "Kaifa",
+		"XMX5LGBBFG1009021373": "Xemex", "FLU5\\253769484_A": "Fluvius", "KAM5123": "Kamstrup", "ZZZ5\\2X": "ZZZ",
+	} {
+		if got := deviceInfo(Device{ID: "x", Header: header}, Options{}).Manufacturer; got != want {
+			t.Errorf("%s: manufacturer %q, want %q", header, got, want)
+		}
 	}
 }

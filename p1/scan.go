@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"sync/atomic"
 
 	"github.com/smartybridge/smartybridge/internal/crc16"
 )
@@ -61,10 +62,11 @@ const maxKnown = 32
 // until it returns false, then Err. The bytes of a frame are valid until the
 // next call to Scan.
 type Scanner struct {
-	r     io.Reader
-	buf   []byte
-	start int // first byte not yet consumed
-	end   int // end of buffered data
+	skipped atomic.Int64 // Stats().Skipped, for other goroutines
+	r       io.Reader
+	buf     []byte
+	start   int // first byte not yet consumed
+	end     int // end of buffered data
 	// The frame last delivered: buf[fstart:fstart+flen].
 	fstart, flen int
 	kind         Kind
@@ -99,6 +101,10 @@ func (s *Scanner) Kind() Kind { return s.kind }
 
 // Stats returns the counts so far.
 func (s *Scanner) Stats() Stats { return s.stats }
+
+// Skipped is Stats().Skipped; unlike Stats it may be called from any
+// goroutine while Scan runs.
+func (s *Scanner) Skipped() int64 { return s.skipped.Load() }
 
 // Err returns the reader's error that ended the scan, or nil at io.EOF.
 func (s *Scanner) Err() error { return s.err }
@@ -162,6 +168,7 @@ func (s *Scanner) skip(n int) {
 	}
 	s.start += n
 	s.stats.Skipped += counted
+	s.skipped.Add(int64(counted))
 	s.checked = 0
 }
 

@@ -1,0 +1,256 @@
+package bridge
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/smartybridge/smartybridge/discovery"
+)
+
+// The bridge's own device in Home Assistant: a Problem sensor that says
+// what is wrong in one word, with the explanation and the fix as
+// attributes, and diagnostic counters. A reporter samples its instance
+// every second, publishes the diagnostics JSON when it changed (at once
+// when the Problem changed, else at most every 10 s) and logs every
+// change of the Problem with the same words Home Assistant shows.
+
+// Problem is a state of the Problem sensor (discovery.Problems).
+type Problem string
+
+// The Problem states.
+const (
+	ProblemOK          Problem = "ok"
+	ProblemNoData      Problem = "no_data"      // port open, not one byte
+	ProblemNoFrames    Problem = "no_frames"    // bytes, but no frame: speed, cable
+	ProblemWrongKey    Problem = "wrong_key"    // frames fail authentication
+	ProblemAuthKey     Problem = "auth_key"     // the key decrypts, the authentication key differs
+	ProblemNoKey       Problem = "no_key"       // frames of a meter without a key
+	ProblemCRCErrors   Problem = "crc_errors"   // telegrams fail their CRC: a noisy line
+	ProblemNoDecryptor Problem = "no_decryptor" // forward mode: nothing confirmed
+	ProblemNoMeter     Problem = "no_meter"     // nothing read yet
+)
+
+// problemText is the explanation and the fix of each Problem, by mode
+// where they differ: the log line and Home Assistant's attributes.
+func problemText(p Problem, mode string) (explanation, fix string) {
+	split := mode == "decrypt"
+	switch p {
+	case ProblemOK:
+		if mode == "forward" {
+			return "Frames are read and a decryptor confirms them.", ""
+		}
+		return "Telegrams arrive and decode.", ""
+	case ProblemNoData:
+		if split {
+			return "No forwarded frame arrived for a while.", "Check that the forwarder runs, next to the meter, on the same broker and SMARTY_TOPIC_PREFIX."
+		}
+		return "The meter's port is open but not one byte came for a while.", "Check that the cable sits in the meter's P1 port and that the grid operator has opened the port."
+	case ProblemNoFrames:
+		if split {
+			return "Messages arrive on the raw topics but none is a frame.", "Check that only smartybridge forwarders publish to SMARTY_TOPIC_PREFIX/raw/#."
+		}
+		return "Bytes arrive on the port but form no frame.", "Check the speed (SMARTY_BAUD=115200 for Smarty), that the cable inverts the signal (an FTDI P1 cable does; a plain USB-serial adapter does not), and that SMARTY_DEVICE is the meter's port."
+	case ProblemWrongKey:
+		return "Frames arrive but fail authentication: the key is not this meter's.", "Check SMARTY_KEY against the key the grid operator sent for the meter number printed on the meter."
+	case ProblemAuthKey:
+		return "The key decrypts the frames but the authentication key differs.", "Set SMARTY_AUTH_KEY, or SMARTY_VERIFY_TAG=false to check the telegram CRC instead."
+	case ProblemNoKey:
+		return "Encrypted frames arrive from a meter that has no key here.", "Set SMARTY_KEY, or add <system title>:<key> to SMARTY_KEYS."
+	case ProblemCRCErrors:
+		return "Frames arrive but their telegrams fail the CRC: the line is noisy.", "Check the cable and its connection; a shorter cable helps."
+	case ProblemNoDecryptor:
+		return "Frames are forwarded but no decryptor confirms them.", "Start a decryptor (SMARTY_MODE=decrypt) on the same broker and SMARTY_TOPIC_PREFIX, and check the broker's ACL lets it confirm."
+	case ProblemNoMeter:
+		return "Nothing read from the meter yet.", "Wait for the first telegram (every 10 s); if none comes, this says why."
+	}
+	return string(p), ""
+}
+
+// observation is what a reporter samples of its instance.
+type observation struct {
+	now, started time.Time
+	window       time.Duration
+	mode         string
+	lastByte     time.Time // bytes (or, in decrypt mode, raw messages) last arrived
+	lastValid    time.Time // a telegram decoded; forward mode: a frame queued
+	reject       rejection // the latest rejected frame
+	// Forward mode: the oldest frame no decryptor confirmed (zero: none),
+	// and the last confirmation.
+	oldestUnconfirmed, lastConfirmed time.Time
+}
+
+// rejection is a rejected frame: when, why, and whose.
+type rejection struct {
+	at      time.Time
+	reason  string // Reason()
+	authKey bool   // authentication failed, but the key decrypts
+	// keyWorked: the meter's frames authenticated a moment before, so a
+	// failure is damage on the line, not a wrong key.
+	keyWorked bool
+	meter     string
+}
+
+// diagnose names the Problem of an observation, and the meter concerned.
+// A rejection within the window wins (one meter of many can be wrong);
+// then a telegram within it is ok; then bytes within it are no_frames;
+// nothing at all is no_meter during the first window and no_data after.
+func diagnose(o observation) (Problem, string) {
+	recent := func(t time.Time) bool { return !t.IsZero() && o.now.Sub(t) <= o.window }
+	if recent(o.reject.at) {
+		switch {
+		case o.reject.reason == "authentication" && o.reject.authKey:
+			return ProblemAuthKey, o.reject.meter
+		case o.reject.reason == "authentication" && o.reject.keyWorked:
+			return ProblemCRCErrors, o.reject.meter
+		case o.reject.reason == "authentication":
+			return ProblemWrongKey, o.reject.meter
+		case o.reject.reason == "no key":
+			return ProblemNoKey, o.reject.meter
+		case o.reject.reason == "crc" || o.reject.reason == "malformed":
+			return ProblemCRCErrors, o.reject.meter
+		}
+	}
+	if o.mode == "forward" && !o.oldestUnconfirmed.IsZero() && o.now.Sub(o.oldestUnconfirmed) > o.window && !recent(o.lastConfirmed) {
+		return ProblemNoDecryptor, ""
+	}
+	if recent(o.lastValid) {
+		return ProblemOK, ""
+	}
+	if o.now.Sub(o.started) < o.window {
+		return ProblemNoMeter, ""
+	}
+	if recent(o.lastByte) {
+		return ProblemNoFrames, ""
+	}
+	if o.lastValid.IsZero() && o.lastByte.IsZero() && o.mode == "decrypt" {
+		return ProblemNoMeter, ""
+	}
+	return ProblemNoData, ""
+}
+
+// diagnostics are the values of the diagnostics JSON, by key
+// (discovery.BridgeKeys); nil is JSON null (Home Assistant: unknown).
+type diagnostics map[string]any
+
+// reporter publishes an instance's Problem and diagnostics.
+type reporter struct {
+	mode      string
+	device    discovery.BridgeDevice
+	log       *slog.Logger
+	sample    func(now time.Time) (observation, diagnostics)
+	publish   func(ctx context.Context, topic string, payload []byte) bool
+	minPeriod time.Duration // 10 s between publications of unchanged Problem
+
+	mu       sync.Mutex
+	problem  Problem
+	meter    string
+	last     []byte
+	lastAt   time.Time
+	resend   bool
+	snapshot diagnostics // the last sample, for the metrics
+}
+
+func newReporter(mode, clientID, prefix string, log *slog.Logger) *reporter {
+	base := prefix + "/bridge/" + clientID
+	return &reporter{
+		mode: mode, log: log, minPeriod: 10 * time.Second,
+		device: discovery.BridgeDevice{ClientID: clientID, Mode: mode, StatusTopic: prefix + "/status/" + clientID,
+			DiagnosticsTopic: base + "/diagnostics", ProblemTopic: base + "/problem"},
+	}
+}
+
+// again makes the next tick publish everything (after a reconnection).
+func (r *reporter) again() {
+	r.mu.Lock()
+	r.resend = true
+	r.mu.Unlock()
+}
+
+// current returns the Problem, its meter and the last sample.
+func (r *reporter) current() (Problem, string, diagnostics) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.problem, r.meter, r.snapshot
+}
+
+// run ticks every second until ctx ends.
+func (r *reporter) run(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	r.tick(ctx, time.Now())
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			r.tick(ctx, now)
+		}
+	}
+}
+
+func (r *reporter) tick(ctx context.Context, now time.Time) {
+	obs, values := r.sample(now)
+	p, meter := diagnose(obs)
+	values["problem"] = string(p)
+	payload, _ := json.Marshal(values)
+
+	r.mu.Lock()
+	changed := p != r.problem || meter != r.meter
+	first := r.problem == ""
+	if changed {
+		r.problem, r.meter = p, meter
+	}
+	r.snapshot = values
+	due := r.resend || changed || !bytes.Equal(payload, r.last) && now.Sub(r.lastAt) >= r.minPeriod
+	resend := r.resend
+	r.mu.Unlock()
+
+	explanation, fix := problemText(p, r.mode)
+	if changed {
+		switch {
+		case p == ProblemOK && !first:
+			r.log.Info("problem solved: "+explanation, "problem", p)
+		case p != ProblemOK && p != ProblemNoMeter:
+			r.log.Warn("problem: "+explanation, "problem", p, "fix", fix, "meter", meter)
+		}
+	}
+	if !due {
+		return
+	}
+	ok := true
+	if changed || resend {
+		attrs, _ := json.Marshal(map[string]string{"explanation": explanation, "fix": fix, "meter": meter})
+		ok = r.publish(ctx, r.device.ProblemTopic, attrs)
+	}
+	ok = ok && r.publish(ctx, r.device.DiagnosticsTopic, payload)
+	r.mu.Lock()
+	if ok {
+		r.last, r.lastAt, r.resend = payload, now, false
+	} else {
+		r.resend = true // the broker is away: everything again when it is back
+	}
+	r.mu.Unlock()
+}
+
+// frameRate counts events per minute from a counter sampled each second.
+type frameRate struct {
+	samples [61]int64
+	n       int
+}
+
+// add records the counter's value now and returns the events of the last
+// minute (of the time seen so far, scaled to a minute).
+func (f *frameRate) add(total int64) float64 {
+	f.samples[f.n%len(f.samples)] = total
+	f.n++
+	span := min(f.n, len(f.samples)) - 1
+	if span <= 0 {
+		return 0
+	}
+	oldest := f.samples[(f.n-1-span)%len(f.samples)]
+	return float64(total-oldest) * 60 / float64(span)
+}

@@ -1,0 +1,142 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/smartybridge/smartybridge/decrypt"
+	"github.com/smartybridge/smartybridge/discovery"
+)
+
+// problemWindow is how long a cause counts for the Problem sensor: 30 s,
+// or the meter timeout when that is shorter.
+func problemWindow(meterTimeout time.Duration) time.Duration {
+	return min(30*time.Second, meterTimeout)
+}
+
+// startReport prepares the reporter of a Bridge in bridge or decrypt mode.
+func (b *Bridge) startReport(mode string) {
+	r := newReporter(mode, b.o.MQTT.ClientID, b.o.TopicPrefix, b.log)
+	started, window := time.Now(), problemWindow(b.o.MeterTimeout)
+	var bytesSeen int64
+	var lastByte time.Time
+	var rate frameRate
+	r.sample = func(now time.Time) (observation, diagnostics) {
+		if in := b.bytesIn.Load(); in != bytesSeen {
+			bytesSeen, lastByte = in, now
+		}
+		obs := observation{now: now, started: started, window: window, mode: mode, lastByte: lastByte}
+		if ns := b.lastValid.Load(); ns != 0 {
+			obs.lastValid = time.Unix(0, ns)
+		}
+		if rej := b.lastReject.Load(); rej != nil {
+			obs.reject = *rej
+		}
+		s := b.Stats()
+		v := diagnostics{
+			"telegrams": s.Telegrams, "rejected_authentication": s.AuthFailures, "rejected_no_key": s.NoKey,
+			"rejected_crc": s.CRCErrors, "rejected_malformed": s.Malformed, "rejected_replayed": s.Replayed, "last_telegram": nil,
+		}
+		if !obs.lastValid.IsZero() {
+			v["last_telegram"] = obs.lastValid.UTC().Format(time.RFC3339)
+		}
+		switch mode {
+		case "bridge":
+			var skipped int64
+			if sc := b.scanner.Load(); sc != nil {
+				skipped = sc.Skipped()
+			}
+			v["bytes_skipped"] = skipped
+		case "decrypt":
+			v["rejected_replayed"] = s.Replayed + b.Duplicates()
+			v["meters_served"] = b.onlineMeters()
+			v["frames_per_minute"] = rate.add(s.Telegrams)
+		}
+		return obs, v
+	}
+	r.publish = func(ctx context.Context, topic string, payload []byte) bool {
+		return b.conn.up.Load() && b.pub.publish(ctx, topic, payload, 1, true) == nil
+	}
+	b.report = r
+}
+
+// noteReject records a rejected frame for the Problem sensor.
+func (b *Bridge) noteReject(err error, title decrypt.Title, keyWorked bool) {
+	b.lastReject.Store(&rejection{at: time.Now(), reason: Reason(err), authKey: errors.Is(err, decrypt.ErrAuthKey),
+		keyWorked: keyWorked, meter: title.String()})
+}
+
+// onlineMeters counts the meters whose telegrams arrive.
+func (b *Bridge) onlineMeters() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := 0
+	for _, m := range b.meters {
+		if m.online {
+			n++
+		}
+	}
+	return n
+}
+
+// bridgeDiscovery is the discovery of the instance's own device.
+func bridgeDiscovery(r *reporter, style discovery.Style, o discovery.Options) []discovery.Message {
+	if r == nil || style == discovery.Off {
+		return nil
+	}
+	return discovery.BridgeConfig(r.device, style, o)
+}
+
+// startReport prepares the reporter of a Forwarder.
+func (f *Forwarder) startReport() {
+	r := newReporter("forward", f.o.MQTT.ClientID, f.o.TopicPrefix, f.log)
+	started, window := time.Now(), problemWindow(f.o.MeterTimeout)
+	var bytesSeen int64
+	var lastByte time.Time
+	r.sample = func(now time.Time) (observation, diagnostics) {
+		if in := f.bytesIn.Load(); in != bytesSeen {
+			bytesSeen, lastByte = in, now
+		}
+		obs := observation{now: now, started: started, window: window, mode: "forward", lastByte: lastByte}
+		if ns := f.lastQueued.Load(); ns != 0 {
+			obs.lastValid = time.Unix(0, ns)
+		}
+		f.mu.Lock()
+		queued, unconfirmed := len(f.entries), 0
+		for _, e := range f.entries {
+			if e.plain {
+				continue
+			}
+			if e.sent {
+				unconfirmed++
+			}
+			if obs.oldestUnconfirmed.IsZero() || e.queuedAt.Before(obs.oldestUnconfirmed) {
+				obs.oldestUnconfirmed = e.queuedAt
+			}
+		}
+		obs.lastConfirmed = f.lastAck
+		f.mu.Unlock()
+		var skipped int64
+		if sc := f.scanner.Load(); sc != nil {
+			skipped = sc.Skipped()
+		}
+		return obs, diagnostics{"frames_forwarded": f.forwarded.Load(), "bytes_skipped": skipped,
+			"frames_queued": queued, "frames_unconfirmed": unconfirmed}
+	}
+	r.publish = func(ctx context.Context, topic string, payload []byte) bool {
+		return f.conn.up.Load() && f.conn.publish(ctx, topic, payload, 1, true) == nil
+	}
+	f.report = r
+}
+
+// announceSelf publishes the forwarder's device discovery.
+func (f *Forwarder) announceSelf(ctx context.Context) {
+	opts := discovery.Options{TopicPrefix: f.o.TopicPrefix, DiscoveryPrefix: f.o.DiscoveryPrefix, Version: f.o.Version, SupportURL: f.o.SupportURL}
+	for _, msg := range bridgeDiscovery(f.report, f.o.Discovery, opts) {
+		if err := f.conn.publish(ctx, msg.Topic, msg.Payload, 1, true); err != nil {
+			f.log.Debug("discovery not published", "err", err)
+			return
+		}
+	}
+}

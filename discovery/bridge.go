@@ -1,0 +1,169 @@
+package discovery
+
+import "strings"
+
+// Problems are the states of the bridge's Problem sensor, in the order
+// Home Assistant lists them.
+var Problems = []string{"ok", "no_data", "no_frames", "wrong_key", "auth_key", "no_key", "crc_errors", "no_decryptor", "no_meter"}
+
+// BridgeDevice is a smartybridge instance as a Home Assistant device.
+type BridgeDevice struct {
+	ClientID string // the MQTT client id, which names the instance
+	Mode     string // bridge, forward or decrypt
+	// StatusTopic carries "online"/"offline" (the last will);
+	// DiagnosticsTopic the JSON of the diagnostic values; ProblemTopic the
+	// Problem's explanation, fix and meter as JSON attributes.
+	StatusTopic, DiagnosticsTopic, ProblemTopic string
+}
+
+// BridgeID is the device identifier of the instance with this client id
+// ("smartybridge_<client id>", without saying smartybridge twice); meter
+// devices name it in via_device.
+func BridgeID(clientID string) string {
+	id := safeID(clientID)
+	for _, p := range []string{"smartybridge-", "smartybridge_"} {
+		id = strings.TrimPrefix(id, p)
+	}
+	return "smartybridge_" + id
+}
+
+// safeID keeps what discovery ids allow: letters, digits, '_' and '-'.
+func safeID(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-' {
+			return r
+		}
+		return '_'
+	}, s)
+}
+
+// bridgeEntity is one entity of the bridge device: its key in the
+// diagnostics JSON and how Home Assistant shows it.
+type bridgeEntity struct {
+	key, name, platform, deviceClass, stateClass, unit, icon string
+	modes                                                    string // modes that have it; "" all
+}
+
+var bridgeEntities = []bridgeEntity{
+	{key: "problem", name: "Problem", platform: "sensor", deviceClass: "enum", icon: "mdi:alert-circle-check-outline"},
+	{key: "connection", name: "MQTT connection", platform: "binary_sensor", deviceClass: "connectivity"},
+	{key: "telegrams", name: "Telegrams decoded", platform: "sensor", stateClass: "total_increasing", icon: "mdi:counter", modes: "bridge decrypt"},
+	{key: "frames_forwarded", name: "Frames forwarded", platform: "sensor", stateClass: "total_increasing", icon: "mdi:counter", modes: "forward"},
+	{key: "rejected_authentication", name: "Frames rejected: authentication", platform: "sensor", stateClass: "total_increasing", icon: "mdi:key-alert", modes: "bridge decrypt"},
+	{key: "rejected_no_key", name: "Frames rejected: no key", platform: "sensor", stateClass: "total_increasing", icon: "mdi:key-remove", modes: "bridge decrypt"},
+	{key: "rejected_crc", name: "Frames rejected: CRC", platform: "sensor", stateClass: "total_increasing", icon: "mdi:alert-decagram", modes: "bridge decrypt"},
+	{key: "rejected_malformed", name: "Frames rejected: malformed", platform: "sensor", stateClass: "total_increasing", icon: "mdi:alert-decagram", modes: "bridge decrypt"},
+	{key: "rejected_replayed", name: "Frames rejected: replayed", platform: "sensor", stateClass: "total_increasing", icon: "mdi:repeat-off", modes: "bridge decrypt"},
+	{key: "bytes_skipped", name: "Bytes skipped", platform: "sensor", deviceClass: "data_size", stateClass: "total_increasing", unit: "B", modes: "bridge forward"},
+	{key: "last_telegram", name: "Last telegram", platform: "sensor", deviceClass: "timestamp", modes: "bridge decrypt"},
+	{key: "frames_queued", name: "Frames queued", platform: "sensor", stateClass: "measurement", icon: "mdi:tray-full", modes: "forward"},
+	{key: "frames_unconfirmed", name: "Frames unconfirmed", platform: "sensor", stateClass: "measurement", icon: "mdi:tray-alert", modes: "forward"},
+	{key: "meters_served", name: "Meters served", platform: "sensor", stateClass: "measurement", icon: "mdi:meter-electric", modes: "decrypt"},
+	{key: "frames_per_minute", name: "Frames per minute", platform: "sensor", stateClass: "measurement", unit: "frames/min", icon: "mdi:speedometer", modes: "decrypt"},
+}
+
+// BridgeKeys are the keys of the diagnostics JSON that mode publishes
+// (besides "problem").
+func BridgeKeys(mode string) []string {
+	var out []string
+	for _, e := range bridgeEntities {
+		if e.platform == "sensor" && e.key != "problem" && (e.modes == "" || strings.Contains(e.modes, mode)) {
+			out = append(out, e.key)
+		}
+	}
+	return out
+}
+
+type bridgeComponentJSON struct {
+	Platform            string             `json:"platform,omitempty"`
+	UniqueID            string             `json:"unique_id"`
+	DefaultEntityID     string             `json:"default_entity_id"`
+	Name                string             `json:"name"`
+	StateTopic          string             `json:"state_topic"`
+	ValueTemplate       string             `json:"value_template,omitempty"`
+	PayloadOn           string             `json:"payload_on,omitempty"`
+	PayloadOff          string             `json:"payload_off,omitempty"`
+	JSONAttributesTopic string             `json:"json_attributes_topic,omitempty"`
+	DeviceClass         string             `json:"device_class,omitempty"`
+	StateClass          string             `json:"state_class,omitempty"`
+	UnitOfMeasurement   string             `json:"unit_of_measurement,omitempty"`
+	Options             []string           `json:"options,omitempty"`
+	EntityCategory      string             `json:"entity_category"`
+	Icon                string             `json:"icon,omitempty"`
+	Availability        []availabilityJSON `json:"availability,omitempty"`
+	Device              *deviceJSON        `json:"device,omitempty"`
+	Origin              *originJSON        `json:"origin,omitempty"`
+}
+
+type bridgeConfigJSON struct {
+	Device     deviceJSON                     `json:"device"`
+	Origin     originJSON                     `json:"origin"`
+	Components map[string]bridgeComponentJSON `json:"components"`
+}
+
+func bridgeDeviceInfo(b BridgeDevice, o Options) deviceJSON {
+	name := b.ClientID
+	if !strings.HasPrefix(name, "smartybridge") {
+		name = "smartybridge " + name
+	}
+	return deviceJSON{Identifiers: []string{BridgeID(b.ClientID)}, Name: name, Manufacturer: "smartybridge",
+		Model: "smartybridge, " + b.Mode + " mode", SWVersion: o.Version}
+}
+
+func bridgeComponents(b BridgeDevice) []bridgeComponentJSON {
+	id := BridgeID(b.ClientID)
+	var out []bridgeComponentJSON
+	for _, e := range bridgeEntities {
+		if e.modes != "" && !strings.Contains(e.modes, b.Mode) {
+			continue
+		}
+		c := bridgeComponentJSON{
+			Platform: e.platform, UniqueID: id + "_" + e.key, Name: e.name,
+			DefaultEntityID: e.platform + "." + slug(id+" "+e.key),
+			DeviceClass:     e.deviceClass, StateClass: e.stateClass, UnitOfMeasurement: e.unit,
+			EntityCategory: "diagnostic", Icon: e.icon,
+		}
+		switch e.key {
+		case "connection":
+			// From the last will: "off" when the instance is gone, never
+			// unavailable.
+			c.StateTopic, c.PayloadOn, c.PayloadOff = b.StatusTopic, "online", "offline"
+		case "problem":
+			c.StateTopic, c.ValueTemplate, c.Options = b.DiagnosticsTopic, "{{ value_json.problem }}", Problems
+			c.JSONAttributesTopic = b.ProblemTopic
+			c.Availability = []availabilityJSON{{Topic: b.StatusTopic}}
+		default:
+			// "None" is Home Assistant's word for unknown (no telegram yet).
+			c.StateTopic, c.ValueTemplate = b.DiagnosticsTopic, "{{ value_json."+e.key+" | default('None') }}"
+			c.Availability = []availabilityJSON{{Topic: b.StatusTopic}}
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// BridgeConfig builds the discovery of the bridge device: one message in
+// device style, one per entity in entity style. Its topics are named after
+// the client id alone (<prefix>/device/<client id>/config), so that a
+// broker's ACL can grant each instance its own with a %c pattern.
+func BridgeConfig(b BridgeDevice, style Style, o Options) []Message {
+	id, node := BridgeID(b.ClientID), safeID(b.ClientID)
+	dev, org := bridgeDeviceInfo(b, o), origin(o)
+	switch style {
+	case DeviceStyle:
+		cfg := bridgeConfigJSON{Device: dev, Origin: org, Components: map[string]bridgeComponentJSON{}}
+		for _, c := range bridgeComponents(b) {
+			cfg.Components[strings.TrimPrefix(c.UniqueID, id+"_")] = c
+		}
+		return []Message{{Topic: o.DiscoveryPrefix + "/device/" + node + "/config", Payload: mustJSON(cfg)}}
+	case EntityStyle:
+		var out []Message
+		for _, c := range bridgeComponents(b) {
+			platform, key := c.Platform, strings.TrimPrefix(c.UniqueID, id+"_")
+			c.Platform, c.Device, c.Origin = "", &dev, &org
+			out = append(out, Message{Topic: o.DiscoveryPrefix + "/" + platform + "/" + node + "/" + key + "/config", Payload: mustJSON(c)})
+		}
+		return out
+	}
+	return nil
+}
