@@ -1,0 +1,53 @@
+package bridge
+
+import (
+	"testing"
+	"time"
+)
+
+func TestDiagnose(t *testing.T) {
+	t0 := time.Unix(1_800_000_000, 0)
+	w := 30 * time.Second
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	for _, c := range []struct {
+		name string
+		o    observation
+		want Problem
+	}{
+		{"just started, nothing yet", observation{now: at(5 * time.Second)}, ProblemNoMeter},
+		{"bytes at start are not yet a verdict", observation{now: at(5 * time.Second), lastByte: at(4 * time.Second)}, ProblemNoMeter},
+		{"silent port", observation{now: at(time.Minute)}, ProblemNoData},
+		{"bytes, no frame", observation{now: at(time.Minute), lastByte: at(59 * time.Second)}, ProblemNoFrames},
+		{"telegrams", observation{now: at(time.Minute), lastByte: at(59 * time.Second), lastValid: at(58 * time.Second)}, ProblemOK},
+		{"telegrams stopped, bytes go on", observation{now: at(2 * time.Minute), lastByte: at(119 * time.Second), lastValid: at(time.Minute)}, ProblemNoFrames},
+		{"wrong key", observation{now: at(time.Minute), reject: rejection{at: at(59 * time.Second), reason: "authentication"}}, ProblemWrongKey},
+		{"authentication key", observation{now: at(time.Minute), reject: rejection{at: at(59 * time.Second), reason: "authentication", authKey: true}}, ProblemAuthKey},
+		{"a damaged frame among good ones", observation{now: at(time.Minute), lastValid: at(58 * time.Second), reject: rejection{at: at(59 * time.Second), reason: "authentication", keyWorked: true}}, ProblemCRCErrors},
+		{"crc", observation{now: at(time.Minute), reject: rejection{at: at(59 * time.Second), reason: "crc"}}, ProblemCRCErrors},
+		{"no key", observation{now: at(time.Minute), reject: rejection{at: at(59 * time.Second), reason: "no key"}}, ProblemNoKey},
+		{"an old rejection is forgotten", observation{now: at(time.Minute), lastValid: at(59 * time.Second), reject: rejection{at: at(10 * time.Second), reason: "crc"}}, ProblemOK},
+		{"decryptor with nothing yet", observation{now: at(time.Minute), mode: "decrypt"}, ProblemNoMeter},
+		{"decryptor whose meters fell silent", observation{now: at(2 * time.Minute), mode: "decrypt", lastByte: at(10 * time.Second), lastValid: at(10 * time.Second)}, ProblemNoData},
+		{"forwarder, nothing confirmed", observation{now: at(time.Minute), mode: "forward", lastValid: at(59 * time.Second), oldestUnconfirmed: at(time.Second), lastConfirmed: t0}, ProblemNoDecryptor},
+		{"forwarder, confirmed", observation{now: at(time.Minute), mode: "forward", lastValid: at(59 * time.Second), oldestUnconfirmed: at(59 * time.Second), lastConfirmed: at(58 * time.Second)}, ProblemOK},
+	} {
+		c.o.started, c.o.window = t0, w
+		if c.o.mode == "" {
+			c.o.mode = "bridge"
+		}
+		if got, _ := diagnose(c.o); got != c.want {
+			t.Errorf("%s: %s, want %s", c.name, got, c.want)
+		}
+	}
+}
+
+func TestFrameRate(t *testing.T) {
+	var f frameRate
+	var got float64
+	for i := range 120 {
+		got = f.add(int64(i) / 10) // one frame every 10 s
+	}
+	if got != 6 {
+		t.Errorf("%v frames per minute, want 6", got)
+	}
+}
