@@ -58,11 +58,15 @@ func TestProblemStates(t *testing.T) {
 			bad:   func(c uint32) []byte { return seal(key, other, c) },
 			fixed: func(c uint32) []byte { return seal(key, decrypt.DefaultAuthKey, c) }},
 		{problem: "no_key", env: map[string]string{"SMARTY_KEYS": realTitle.String() + ":" + realKey}, meter: title.String(),
-			bad:   func(c uint32) []byte { return seal(key, decrypt.DefaultAuthKey, c) },
-			fixed: func(c uint32) []byte { return decrypt.Seal(nil, realKeyK, decrypt.DefaultAuthKey, realTitle, 0x0005A8E3+c, realTelegram) }},
+			bad: func(c uint32) []byte { return seal(key, decrypt.DefaultAuthKey, c) },
+			fixed: func(c uint32) []byte {
+				return decrypt.Seal(nil, realKeyK, decrypt.DefaultAuthKey, realTitle, 0x0005A8E3+c, realTelegram)
+			}},
 		{problem: "crc_errors", env: map[string]string{"SMARTY_KEY": realKey}, meter: realTitle.String(),
-			bad:   func(uint32) []byte { return crcBad },
-			fixed: func(c uint32) []byte { return decrypt.Seal(nil, realKeyK, decrypt.DefaultAuthKey, realTitle, 0x0005A8E3+c, realTelegram) }},
+			bad: func(uint32) []byte { return crcBad },
+			fixed: func(c uint32) []byte {
+				return decrypt.Seal(nil, realKeyK, decrypt.DefaultAuthKey, realTitle, 0x0005A8E3+c, realTelegram)
+			}},
 	}
 	for _, c := range cases {
 		t.Run(c.problem, func(t *testing.T) {
