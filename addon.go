@@ -67,6 +67,9 @@ var addonVariables = map[string]string{
 var addonInternal = map[string]string{
 	"SMARTY_STATE_DIR":   "/data",
 	"SMARTY_HEALTH_FILE": "/tmp/smartybridge.health",
+	// The add-on publishes no port; the Problem sensor and the counters
+	// are in Home Assistant itself.
+	"SMARTY_METRICS_LISTEN": "",
 }
 
 // mqttService is the Supervisor's answer for /services/mqtt.

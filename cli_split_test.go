@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net/url"
@@ -161,7 +160,7 @@ func TestAcrossTwoHosts(t *testing.T) {
 
 	pty := testenv.Socat(t)
 	brokerURL := "mqtt://10.231.77.1:1883"
-	inNS := func(ns string, env map[string]string) (*exec.Cmd, *bytes.Buffer) {
+	inNS := func(ns string, env map[string]string) (*exec.Cmd, *testenv.Buffer) {
 		cmd, _, stderr := command(env)
 		ip, err := exec.LookPath("ip")
 		if err != nil {

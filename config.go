@@ -165,6 +165,7 @@ type Config struct {
 	StateDir        string   `envconfig:"STATE_DIR" desc:"where the frame counters (replay protection), the forwarder's queue and the client id's suffix live; default /data in the add-on, $STATE_DIRECTORY under systemd, else ~/.local/state/smartybridge (Linux), ~/Library/Application Support/smartybridge (macOS), %LOCALAPPDATA%\\smartybridge (Windows)"`
 	ShareGroup      string   `envconfig:"SHARE_GROUP" desc:"decrypt mode: MQTT 5 shared-subscription group, so that several decryptors split the meters"`
 	QueueMax        int      `envconfig:"QUEUE_MAX" default:"10000" desc:"forward mode: frames kept on disk while no decryptor confirms them (10000 is about 28 hours of one meter)"`
+	MetricsListen   string   `envconfig:"METRICS_LISTEN" desc:"serve Prometheus metrics at http://<host:port>/metrics, such as 127.0.0.1:9108 (0.0.0.0:9108 for other machines); empty: off"`
 	HealthFile      string   `envconfig:"HEALTH_FILE" desc:"file recording the broker connection (up/down), read by 'smartybridge health' in a container health check"`
 	SessionExpiry   duration `envconfig:"SESSION_EXPIRY" default:"24h" desc:"decrypt mode: how long the broker keeps the decryptor's session and queued frames while it is away"`
 	ConfirmKey      string   `envconfig:"CONFIRM_KEY" desc:"forward mode: the decryptors' public confirmation key (64 hex digits; a decryptor logs it as confirm_key, 'smartybridge confirm-key' prints it); only confirmations signed with it remove frames. Empty: trust the first key that confirms a frame of the meter"`
@@ -204,6 +205,11 @@ func (c *Config) Validate() error {
 	case "bridge", "forward", "decrypt":
 	default:
 		return fmt.Errorf("SMARTY_MODE=%q: want bridge, forward or decrypt", c.Mode)
+	}
+	if c.MetricsListen != "" {
+		if _, port, err := net.SplitHostPort(c.MetricsListen); err != nil || port == "" {
+			return fmt.Errorf("SMARTY_METRICS_LISTEN=%q: want host:port, such as 127.0.0.1:9108", c.MetricsListen)
+		}
 	}
 	if c.ShareGroup != "" && (c.Mode != "decrypt" || strings.ContainsAny(c.ShareGroup, "/+#")) {
 		return fmt.Errorf("SMARTY_SHARE_GROUP=%q: a name without '/', '+' or '#', for SMARTY_MODE=decrypt only", c.ShareGroup)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/smartybridge/smartybridge/bridge"
 	"github.com/smartybridge/smartybridge/discovery"
+	"github.com/smartybridge/smartybridge/metrics"
 	"github.com/smartybridge/smartybridge/p1/port"
 )
 
@@ -66,6 +67,9 @@ func runBridge(ctx context.Context, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
+		if err := serveMetrics(ctx, &cfg, b.Metrics, log); err != nil {
+			return err
+		}
 		return b.RunDecrypt(ctx, bridge.SplitOptions{ShareGroup: cfg.ShareGroup, StateDir: cfg.stateDir(), SessionExpiry: time.Duration(cfg.SessionExpiry)})
 	}
 	if !cfg.hasKey() {
@@ -80,7 +84,28 @@ func runBridge(ctx context.Context, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if err := serveMetrics(ctx, &cfg, b.Metrics, log); err != nil {
+		return err
+	}
 	return b.Run(ctx, src)
+}
+
+// serveMetrics starts the Prometheus endpoint when SMARTY_METRICS_LISTEN
+// asks for it; it stops with ctx.
+func serveMetrics(ctx context.Context, cfg *Config, snapshot func() metrics.Snapshot, log *slog.Logger) error {
+	if cfg.MetricsListen == "" {
+		return nil
+	}
+	done, err := metrics.Serve(ctx, cfg.MetricsListen, snapshot, log)
+	if err != nil {
+		return configError{err}
+	}
+	go func() {
+		if err := <-done; err != nil {
+			log.Warn("the metrics endpoint stopped", "err", err)
+		}
+	}()
+	return nil
 }
 
 // runForward reads the port and forwards the still-encrypted frames.
@@ -99,6 +124,9 @@ func runForward(ctx context.Context, cfg *Config, opts bridge.Options, log *slog
 	}
 	f, err := bridge.NewForwarder(opts, fo)
 	if err != nil {
+		return err
+	}
+	if err := serveMetrics(ctx, cfg, f.Metrics, log); err != nil {
 		return err
 	}
 	return f.Run(ctx, src)

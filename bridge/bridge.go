@@ -116,6 +116,7 @@ type meter struct {
 	online       bool
 	avail        bool // availability must be (re)published
 	seen         time.Time
+	telegrams    int64
 
 	// Reading goroutine only.
 	topics    map[p1.OBIS]string
@@ -337,6 +338,7 @@ func (b *Bridge) handle(ctx context.Context, tg *p1.Telegram, from p1.Origin) bo
 	}
 	wasOnline := m.online
 	m.online, m.seen = true, now
+	m.telegrams++
 	b.mu.Unlock()
 
 	ok := b.publishStates(ctx, m, id, tg, !wasOnline)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/smartybridge/smartybridge/decrypt"
 	"github.com/smartybridge/smartybridge/discovery"
+	"github.com/smartybridge/smartybridge/metrics"
 )
 
 // problemWindow is how long a cause counts for the Problem sensor: 30 s,
@@ -139,4 +140,43 @@ func (f *Forwarder) announceSelf(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// Metrics is what the instance tells Prometheus (SMARTY_METRICS_LISTEN).
+func (b *Bridge) Metrics() metrics.Snapshot {
+	s := b.Stats()
+	snap := metrics.Snapshot{
+		Version: b.o.Version, BytesRead: b.bytesIn.Load(), StatesPublished: s.States,
+		Rejected: map[string]int64{"authentication": s.AuthFailures, "no_key": s.NoKey, "crc": s.CRCErrors,
+			"malformed": s.Malformed, "replayed": s.Replayed + b.Duplicates()},
+	}
+	select {
+	case <-b.ready:
+		snap.Connected = b.conn.up.Load()
+	default:
+	}
+	if sc := b.scanner.Load(); sc != nil {
+		snap.BytesSkipped = sc.Skipped()
+	}
+	b.mu.Lock()
+	for _, m := range b.meters {
+		snap.Meters = append(snap.Meters, metrics.Meter{ID: m.id, Telegrams: m.telegrams, Last: m.seen})
+	}
+	b.mu.Unlock()
+	return snap
+}
+
+// Metrics is what the forwarder tells Prometheus.
+func (f *Forwarder) Metrics() metrics.Snapshot {
+	snap := metrics.Snapshot{Version: f.o.Version, BytesRead: f.bytesIn.Load(), Forwarding: true,
+		QueueFrames: f.Queued(), FramesForwarded: f.forwarded.Load()}
+	select {
+	case <-f.ready:
+		snap.Connected = f.conn.up.Load()
+	default:
+	}
+	if sc := f.scanner.Load(); sc != nil {
+		snap.BytesSkipped = sc.Skipped()
+	}
+	return snap
 }

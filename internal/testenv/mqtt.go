@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,7 +25,7 @@ type Subscriber struct {
 	retain map[string]bool
 }
 
-var subscribers int
+var subscribers atomic.Int64
 
 // Subscribe connects a client to the broker and subscribes to topics.
 func Subscribe(t testing.TB, brokerURL string, topics ...string) *Subscriber {
@@ -34,8 +35,7 @@ func Subscribe(t testing.TB, brokerURL string, topics ...string) *Subscriber {
 	if err != nil {
 		t.Fatal(err)
 	}
-	subscribers++
-	return SubscribeConn(t, c, &paho.Connect{ClientID: fmt.Sprintf("test-sub-%d", subscribers), CleanStart: true, KeepAlive: 30}, topics...)
+	return SubscribeConn(t, c, &paho.Connect{ClientID: fmt.Sprintf("test-sub-%d", subscribers.Add(1)), CleanStart: true, KeepAlive: 30}, topics...)
 }
 
 // SubscribeConn is Subscribe over c with the given CONNECT (a login, say).

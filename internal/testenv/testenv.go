@@ -212,3 +212,10 @@ func (p *PTY) Stop() {
 		p.cmd = nil
 	}
 }
+
+// Len is the number of bytes written so far.
+func (b *Buffer) Len() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Len()
+}
