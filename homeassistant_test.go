@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -22,6 +23,7 @@ import (
 	"github.com/smartybridge/smartybridge/bridge"
 	"github.com/smartybridge/smartybridge/decrypt"
 	"github.com/smartybridge/smartybridge/discovery"
+	"github.com/smartybridge/smartybridge/internal/crc16"
 	"github.com/smartybridge/smartybridge/internal/testenv"
 	"github.com/smartybridge/smartybridge/p1"
 )
@@ -101,6 +103,19 @@ func (m *haMeter) feed(ctx context.Context) {
 			return
 		case <-tick.C:
 		}
+	}
+}
+
+// message puts text into the telegram's message 0-0:96.13.0 (hex, as
+// meters send it), with a CRC that matches.
+func (m *haMeter) message(t *testing.T, text string) {
+	t.Helper()
+	tg := strings.Replace(string(m.plain), "0-0:96.13.0()", "0-0:96.13.0("+strings.ToUpper(hex.EncodeToString([]byte(text)))+")", 1)
+	body := tg[:strings.LastIndexByte(tg, '!')+1]
+	m.plain = []byte(fmt.Sprintf("%s%04X\r\n", body, crc16.Checksum([]byte(body))))
+	var err error
+	if m.tg, err = p1.Parse(m.plain); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -301,8 +316,9 @@ func checkStates(t *testing.T, ha *testenv.HomeAssistant, sub *testenv.Subscribe
 			}
 		default:
 
-			// A text: Home Assistant shows what the bridge published.
-			if st.State != published {
+			// A text: Home Assistant shows what the bridge published,
+			// trimmed (an empty text is published as one space).
+			if st.State != strings.TrimSpace(published) {
 				t.Errorf("%s %s: state %q, the bridge published %q", m.vector, s.OBIS, st.State, published)
 			}
 		}
@@ -440,6 +456,9 @@ func TestHomeAssistant(t *testing.T) {
 	smarty := newHAMeter(t, "smarty-2026", "SYSTEMID", testKey)
 	old := newHAMeter(t, "smarty-2018-real", "SAGgp\x01\xbdT", "D491470F47126332B07D1923B3504188")
 	dutch := newHAMeter(t, "dsmr5-nl", "NLDSMR05", "BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB")
+	// A message longer than Home Assistant keeps in a state, in French.
+	longMessage := strings.Repeat("Coupure programmée le 3 décembre de 8h à 12h pour travaux. ", 8)
+	dutch.message(t, longMessage)
 	bridgeEnv := func(m *haMeter, client string, extra ...string) map[string]string {
 		env := map[string]string{"SMARTY_DEVICE": m.pty.Device, "SMARTY_MQTT_URL": broker.URL, "SMARTY_KEY": m.key,
 			"SMARTY_MQTT_CLIENT_ID": client, "SMARTY_METER_TIMEOUT": "5s", "SMARTY_LOG_LEVEL": "debug"}
@@ -479,6 +498,14 @@ func TestHomeAssistant(t *testing.T) {
 	waitStates(t, ha, dutch, "available", 30*time.Second)
 	checkStates(t, ha, sub, old, false)
 	checkStates(t, ha, sub, dutch, false)
+	msgID := dutch.entityIDs(t)[dutch.id+"_0-0:96.13.0"]
+	msg := ha.States()[msgID]
+	if got := []rune(msg.State); len(got) != discovery.MaxState || !strings.HasPrefix(longMessage, string(got[:len(got)-1])) {
+		t.Errorf("%s: a state of %d characters %q, want the message cut at %d", msgID, len(got), msg.State, discovery.MaxState)
+	}
+	if msg.Attributes["text"] != longMessage {
+		t.Errorf("%s: attribute text %q, want the whole message", msgID, msg.Attributes["text"])
+	}
 	if devs := devicesOf(haDevices(ha), smarty.id); len(devs) != 1 {
 		t.Errorf("first meter: %d devices after the others came", len(devs))
 	}

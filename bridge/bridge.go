@@ -3,6 +3,7 @@ package bridge
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/smartybridge/smartybridge/decrypt"
 	"github.com/smartybridge/smartybridge/discovery"
@@ -122,6 +124,8 @@ type meter struct {
 	topics    map[p1.OBIS]string
 	last      map[p1.OBIS]float64
 	decreased map[p1.OBIS]bool
+	texts     map[p1.OBIS]string // the whole text of each message, as last published
+	textsGen  int64              // the connection they went out on
 }
 
 // New checks the options and prepares a Bridge.
@@ -328,7 +332,7 @@ func (b *Bridge) handle(ctx context.Context, tg *p1.Telegram, from p1.Origin) bo
 	m := b.meters[id]
 	if m == nil {
 		m = &meter{id: id, device: discovery.Device{ID: id, Header: string(tg.Header)}, known: map[p1.OBIS]int{},
-			topics: map[p1.OBIS]string{}, last: map[p1.OBIS]float64{}, decreased: map[p1.OBIS]bool{}}
+			topics: map[p1.OBIS]string{}, last: map[p1.OBIS]float64{}, decreased: map[p1.OBIS]bool{}, texts: map[p1.OBIS]string{}}
 		b.meters[id] = m
 		b.log.Info("reading meter", "meter", id, "header", string(tg.Header))
 	}
@@ -378,19 +382,46 @@ func (b *Bridge) monotonic(m *meter, o *p1.Object) bool {
 }
 
 // AppendState appends the state payload of o: the plain value, RFC 3339
-// for timestamps, decoded text for identifiers and messages.
+// for timestamps, decoded text for identifiers and messages, as Home
+// Assistant keeps it: an empty text is one space (an empty retained
+// payload would delete the state; discovery trims it back to empty), and
+// a text is cut at discovery.MaxState characters (Home Assistant drops
+// longer states; AppendFullText carries the whole).
 func AppendState(dst []byte, o *p1.Object) []byte {
 	v := o.Reading()
 	switch {
-	case o.OBIS.HexText():
-		if t, ok := v.AppendHexText(dst); ok {
-			return t
-		}
-		return append(dst, v.Text...)
 	case v.IsNumber():
 		return v.AppendNumber(dst)
 	case v.IsTimestamp():
 		if t, ok := v.AppendRFC3339(dst); ok {
+			return t
+		}
+	}
+	start := len(dst)
+	dst = AppendFullText(dst, o)
+	switch text := dst[start:]; {
+	case len(text) == 0:
+		return append(dst, ' ')
+	case len(text) > discovery.MaxState && utf8.RuneCount(text) > discovery.MaxState:
+		cut, n := start, 0
+		for i := range string(text) {
+			if n == discovery.MaxState-1 {
+				cut = start + i
+				break
+			}
+			n++
+		}
+		return append(dst[:cut], "…"...)
+	}
+	return dst
+}
+
+// AppendFullText appends the text of o: decoded for identifiers and
+// messages, else as the telegram has it.
+func AppendFullText(dst []byte, o *p1.Object) []byte {
+	v := o.Reading()
+	if o.OBIS.HexText() {
+		if t, ok := v.AppendHexText(dst); ok {
 			return t
 		}
 	}
@@ -479,6 +510,9 @@ func (b *Bridge) publishStates(ctx context.Context, m *meter, id string, tg *p1.
 			o := &tg.Objects[i]
 			b.stateBuf = AppendState(b.stateBuf[:0], o)
 			b.packets = appendPublish(b.packets, m.topics[o.OBIS], b.stateBuf, true)
+			if topic, attrs := b.textAttributes(m, id, o); attrs != nil {
+				b.packets = appendPublish(b.packets, topic, attrs, true)
+			}
 		}
 		sent, err := c.writeBatch(b.packets)
 		switch {
@@ -487,6 +521,7 @@ func (b *Bridge) publishStates(ctx context.Context, m *meter, id string, tg *p1.
 			return true
 		case sent:
 			// The connection broke; paho notices and reconnects.
+			clear(m.texts)
 			b.counts.dropped.Add(int64(len(b.pending)))
 			b.log.Debug("states not sent", "err", err)
 			return false
@@ -503,8 +538,34 @@ func (b *Bridge) publishStates(ctx context.Context, m *meter, id string, tg *p1.
 		} else {
 			all = false
 		}
+		if topic, attrs := b.textAttributes(m, id, o); attrs != nil && !b.send(ctx, topic, attrs, 0) {
+			delete(m.texts, o.OBIS) // again with the next telegram
+		}
 	}
 	return all
+}
+
+// textAttributes returns, for a message whose text changed, its attributes
+// topic and {"text": the whole text}; nil otherwise. Reading goroutine.
+func (b *Bridge) textAttributes(m *meter, id string, o *p1.Object) (string, []byte) {
+	if !discovery.LongText(o.OBIS) {
+		return "", nil
+	}
+	if gen := b.connGen.Load(); m.textsGen != gen {
+		clear(m.texts) // a new connection: the broker may have lost them
+		m.textsGen = gen
+	}
+	b.stateBuf = AppendFullText(b.stateBuf[:0], o)
+	if last, ok := m.texts[o.OBIS]; ok && last == string(b.stateBuf) {
+		return "", nil
+	}
+	text := string(b.stateBuf)
+	if len(m.texts) >= 64 {
+		clear(m.texts) // a bound; a meter has six message objects
+	}
+	m.texts[o.OBIS] = text
+	attrs, _ := json.Marshal(map[string]string{"text": text})
+	return discovery.AttributesTopic(b.o.TopicPrefix, id, o.OBIS), attrs
 }
 
 // send publishes and counts a failure; it reports success.

@@ -46,6 +46,19 @@ func StateTopic(prefix, meter string, code p1.OBIS) string {
 	return prefix + "/" + meter + "/" + code.String()
 }
 
+// MaxState is the longest state Home Assistant keeps, in characters.
+const MaxState = 255
+
+// LongText reports whether code is a message (0-0:96.13.x), whose text may
+// be longer than MaxState: its whole text goes to AttributesTopic.
+func LongText(code p1.OBIS) bool { return code.C == 96 && code.D == 13 }
+
+// AttributesTopic is where the whole text of a message is published, as
+// the JSON attributes {"text": …} of its sensor.
+func AttributesTopic(prefix, meter string, code p1.OBIS) string {
+	return StateTopic(prefix, meter, code) + "/attributes"
+}
+
 // AvailabilityTopic is where a meter's own availability is published.
 func AvailabilityTopic(prefix, meter string) string {
 	return prefix + "/" + meter + "/availability"
@@ -72,18 +85,22 @@ type availabilityJSON struct {
 }
 
 type componentJSON struct {
-	Platform          string `json:"platform,omitempty"`
-	UniqueID          string `json:"unique_id"`
-	DefaultEntityID   string `json:"default_entity_id"`
-	Name              string `json:"name"`
-	StateTopic        string `json:"state_topic"`
-	DeviceClass       string `json:"device_class,omitempty"`
-	UnitOfMeasurement string `json:"unit_of_measurement,omitempty"`
-	StateClass        string `json:"state_class,omitempty"`
-	Precision         *int   `json:"suggested_display_precision,omitempty"`
-	EnabledByDefault  *bool  `json:"enabled_by_default,omitempty"`
-	EntityCategory    string `json:"entity_category,omitempty"`
-	Icon              string `json:"icon,omitempty"`
+	Platform        string `json:"platform,omitempty"`
+	UniqueID        string `json:"unique_id"`
+	DefaultEntityID string `json:"default_entity_id"`
+	Name            string `json:"name"`
+	StateTopic      string `json:"state_topic"`
+	// Texts: trimmed (an empty text is published as one space); messages
+	// carry their whole text as the attribute "text".
+	ValueTemplate       string `json:"value_template,omitempty"`
+	JSONAttributesTopic string `json:"json_attributes_topic,omitempty"`
+	DeviceClass         string `json:"device_class,omitempty"`
+	UnitOfMeasurement   string `json:"unit_of_measurement,omitempty"`
+	StateClass          string `json:"state_class,omitempty"`
+	Precision           *int   `json:"suggested_display_precision,omitempty"`
+	EnabledByDefault    *bool  `json:"enabled_by_default,omitempty"`
+	EntityCategory      string `json:"entity_category,omitempty"`
+	Icon                string `json:"icon,omitempty"`
 
 	// Entity-style configs carry the device and availability themselves.
 	Device           *deviceJSON        `json:"device,omitempty"`
@@ -143,6 +160,12 @@ func component(d Device, s Sensor, o Options) componentJSON {
 		UnitOfMeasurement: s.Unit,
 		StateClass:        s.StateClass,
 		Icon:              s.Icon,
+	}
+	if s.DeviceClass == "" && s.StateClass == "" && s.Unit == "" {
+		c.ValueTemplate = "{{ value | trim }}"
+	}
+	if LongText(s.OBIS) {
+		c.JSONAttributesTopic = AttributesTopic(o.TopicPrefix, d.ID, s.OBIS)
 	}
 	if s.Precision >= 0 && s.DeviceClass != "" {
 		p := s.Precision

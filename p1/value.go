@@ -3,6 +3,7 @@ package p1
 import (
 	"strconv"
 	"time"
+	"unicode/utf8"
 )
 
 // Value is one "(…)" group of an object: the text before '*' and the unit
@@ -129,7 +130,8 @@ func (v Value) AppendRFC3339(dst []byte) ([]byte, bool) {
 }
 
 // AppendHexText decodes a hex-encoded text value and appends it. ok is
-// false when the value is not hex or the text is not printable ASCII, so
+// false when the value is not hex or the text is not printable (ASCII or
+// UTF-8), so
 // that a caller can show the raw value instead.
 func (v Value) AppendHexText(dst []byte) ([]byte, bool) {
 	b := v.Text
@@ -141,10 +143,15 @@ func (v Value) AppendHexText(dst []byte) ([]byte, bool) {
 		hi, ok1 := unhex(b[i])
 		lo, ok2 := unhex(b[i+1])
 		c := hi<<4 | lo
-		if !ok1 || !ok2 || !(c >= 0x20 && c < 0x7F || c == '\r' || c == '\n' || c == '\t') {
+		if !ok1 || !ok2 || !(c >= 0x20 && c != 0x7F || c == '\r' || c == '\n' || c == '\t') {
 			return dst[:n], false
 		}
 		dst = append(dst, c)
+	}
+	// Bytes past ASCII must make UTF-8 text ("C3A9" is é); a number that
+	// happens to be hex does not.
+	if !utf8.Valid(dst[n:]) {
+		return dst[:n], false
 	}
 	return dst, true
 }

@@ -1,0 +1,85 @@
+package bridge
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf8"
+
+	"github.com/smartybridge/smartybridge/decrypt"
+	"github.com/smartybridge/smartybridge/internal/crc16"
+	"github.com/smartybridge/smartybridge/internal/testenv"
+	"github.com/smartybridge/smartybridge/p1"
+)
+
+// withMessage returns the 2026 telegram with text as its message
+// 0-0:96.13.0 (hex, as the meter sends it) and a CRC that matches.
+func withMessage(t *testing.T, text string) []byte {
+	t.Helper()
+	tg := string(readFile(t, "smarty-2026.telegram"))
+	tg = strings.Replace(tg, "0-0:96.13.0()", "0-0:96.13.0("+strings.ToUpper(hex.EncodeToString([]byte(text)))+")", 1)
+	body := tg[:strings.LastIndexByte(tg, '!')+1]
+	return []byte(fmt.Sprintf("%s%04X\r\n", body, crc16.Checksum([]byte(body))))
+}
+
+func TestStatesHomeAssistantKeeps(t *testing.T) {
+	msg := func(text string) *p1.Object {
+		tg, err := p1.Parse(withMessage(t, text))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range tg.Objects {
+			if tg.Objects[i].OBIS.String() == "0-0:96.13.0" {
+				return &tg.Objects[i]
+			}
+		}
+		t.Fatal("no message")
+		return nil
+	}
+	// An empty retained payload deletes the retained state.
+	if got := string(AppendState(nil, msg(""))); got != " " {
+		t.Errorf("empty message: state %q, want one space", got)
+	}
+	long := strings.Repeat("Coupure programmée le 3 décembre, 8h–12h. ", 20) // 840 characters
+	got := string(AppendState(nil, msg(long)))
+	if n := utf8.RuneCountInString(got); n != 255 || !strings.HasSuffix(got, "…") || !strings.HasPrefix(long, strings.TrimSuffix(got, "…")) {
+		t.Errorf("long message: %d characters %q", n, got)
+	}
+	if full := string(AppendFullText(nil, msg(long))); full != long {
+		t.Errorf("full text %q", full)
+	}
+}
+
+// TestLongMessageAttributes: the whole text of a message goes to its
+// attributes topic, once per change, and again after a reconnection.
+func TestLongMessageAttributes(t *testing.T) {
+	broker := testenv.Mosquitto(t, "")
+	sub := testenv.Subscribe(t, broker.URL, "smarty/#")
+	long := strings.Repeat("Wartungsarbeiten am Netz: Unterbrechung möglich. ", 12)
+	k := *key(t, testKey)
+	frame := func(c uint32, text string) []byte {
+		return decrypt.Seal(nil, k, decrypt.DefaultAuthKey, sysTitle, c, withMessage(t, text))
+	}
+	src := &slowReader{chunks: [][]byte{frame(1, long), frame(2, long), frame(3, long)}}
+	h := start(t, testOptions(broker.URL, &logBuffer{}, decrypt.Options{Key: key(t, testKey)}), src)
+	attrs := "smarty/SAG1030700012701/0-0:96.13.0/attributes"
+	testenv.WaitFor(t, 10*time.Second, "three telegrams", func() bool { return h.b.Stats().Telegrams == 3 })
+	time.Sleep(200 * time.Millisecond)
+	v, _ := sub.Get(attrs)
+	var a struct{ Text string }
+	if err := json.Unmarshal([]byte(v), &a); err != nil || a.Text != long {
+		t.Errorf("attributes %q", v)
+	}
+	if n := sub.N(attrs); n != 1 {
+		t.Errorf("attributes published %d times for one text, want once", n)
+	}
+	state, _ := sub.Get("smarty/SAG1030700012701/0-0:96.13.0")
+	if utf8.RuneCountInString(state) != 255 {
+		t.Errorf("state of %d characters", utf8.RuneCountInString(state))
+	}
+	h.stop(t)
+
+}
