@@ -314,8 +314,11 @@ func checkStates(t *testing.T, ha *testenv.HomeAssistant, sub *testenv.Subscribe
 			if err1 != nil || err2 != nil || !got.Equal(wantT) {
 				t.Errorf("%s %s: timestamp %q, the telegram says %q", m.vector, s.OBIS, st.State, w)
 			}
+		case s.OBIS.String() == "0-0:42.0.0":
+			if st.State != m.id {
+				t.Errorf("%s %s: state %q, want the meter id %s", m.vector, s.OBIS, st.State, m.id)
+			}
 		default:
-
 			// A text: Home Assistant shows what the bridge published,
 			// trimmed (an empty text is published as one space).
 			if st.State != strings.TrimSpace(published) {
@@ -582,7 +585,7 @@ func TestHomeAssistant(t *testing.T) {
 	checkBridgeDevice(t, ha, "ha-smarty", nil, "unavailable", "off")
 
 	// Split mode for the same meter: the same registry and states.
-	startBinary(t, bridgeEnv(smarty, "ha-decrypt", "SMARTY_MODE", "decrypt", "SMARTY_DEVICE", ""))
+	dec := startBinary(t, bridgeEnv(smarty, "ha-decrypt", "SMARTY_MODE", "decrypt", "SMARTY_DEVICE", ""))
 	fwd := startBinary(t, bridgeEnv(smarty, "ha-forward", "SMARTY_MODE", "forward", "SMARTY_KEY", ""))
 	waitStates(t, ha, smarty, "available", 30*time.Second)
 	checkRegistry(t, ha, smarty, "Sagemcom", "T210-D", true)
@@ -610,14 +613,16 @@ func TestHomeAssistant(t *testing.T) {
 	}
 	checkStates(t, ha, sub, smarty, true)
 
-	// Entity-style discovery for the same meter gives the same entities.
-	// The device config is removed first, as a user switching would.
+	// Switching to entity-style discovery moves the same entities
+	// (migrate_discovery): nothing to remove by hand, no duplicate, no
+	// warning (checked with the log below).
 	stopProcess(t, fwd)
-	if _, err := sub.Client.Publish(ctx, publishRetained(configTopic, nil)); err != nil {
-		t.Fatal(err)
-	}
-	testenv.WaitFor(t, 30*time.Second, "the entities removed", func() bool { return len(entitiesOf(haEntities(ha), smarty)) == 0 })
-	startBinary(t, bridgeEnv(smarty, "ha-entity", "SMARTY_DISCOVERY", "entity"))
+	stopProcess(t, dec)
+	entityBridge := startBinary(t, bridgeEnv(smarty, "ha-entity", "SMARTY_DISCOVERY", "entity"))
+	testenv.WaitFor(t, 20*time.Second, "the old device config moved", func() bool {
+		v, _ := sub.Get(configTopic)
+		return v == `{"migrate_discovery":true}`
+	})
 	waitRegistered(t, ha, smarty)
 	waitStates(t, ha, smarty, "available", 30*time.Second)
 	if got := entityIDSet(entitiesOf(haEntities(ha), smarty)); !slices.Equal(got, registry) {
@@ -625,6 +630,24 @@ func TestHomeAssistant(t *testing.T) {
 	}
 	if devs := devicesOf(haDevices(ha), smarty.id); len(devs) != 1 {
 		t.Errorf("entity-style discovery: %d devices, want 1", len(devs))
+	}
+	checkStates(t, ha, sub, smarty, false)
+
+	// And back to device discovery: the entity configs move again.
+	stopProcess(t, entityBridge)
+	startBinary(t, bridgeEnv(smarty, "ha-device", "SMARTY_DISCOVERY", "device"))
+	testenv.WaitFor(t, 20*time.Second, "the device config back", func() bool {
+		v, _ := sub.Get(configTopic)
+		return strings.HasPrefix(v, `{"device"`)
+	})
+	waitStates(t, ha, smarty, "available", 30*time.Second)
+	if got := entityIDSet(entitiesOf(haEntities(ha), smarty)); !slices.Equal(got, registry) {
+		t.Errorf("device discovery after entity discovery gives other entities:\n%v\nwant\n%v", got, registry)
+	}
+	for topic, v := range sub.Topics("homeassistant/sensor/" + smarty.id + "/") {
+		if v != "" {
+			t.Errorf("entity config left behind: %s", topic)
+		}
 	}
 	checkStates(t, ha, sub, smarty, false)
 

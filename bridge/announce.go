@@ -23,7 +23,8 @@ func (b *Bridge) announcer(ctx context.Context) {
 type outgoing struct {
 	meter   *meter
 	msgs    []discovery.Message
-	avail   string // "online"/"offline" to publish, or ""
+	stale   []string // configs of another style to move (switch.go)
+	avail   string   // "online"/"offline" to publish, or ""
 	availTo string
 }
 
@@ -34,14 +35,16 @@ func (b *Bridge) announceDirty(ctx context.Context) {
 		return // connected() marks everything again
 	}
 	var out []outgoing
-	if b.selfDirty.Swap(false) {
+	if b.report != nil && b.selfDirty.Swap(false) {
 		// The instance's own device first: meter devices link to it.
+		node := discovery.BridgeNode(b.o.MQTT.ClientID)
 		msgs := bridgeDiscovery(b.report, b.o.Discovery, b.discoveryOptions(""))
-		for _, msg := range msgs {
-			if !b.send(ctx, msg.Topic, msg.Payload, 1) {
-				b.selfDirty.Store(true)
-				break
-			}
+		b.mu.Lock()
+		ready, stale := b.probed(node, msgs)
+		b.mu.Unlock()
+		if !ready || !b.publishSwitched(ctx, node, msgs, stale) {
+			b.selfDirty.Store(true)
+			b.restale(node, stale)
 		}
 	}
 	b.mu.Lock()
@@ -54,8 +57,11 @@ func (b *Bridge) announceDirty(ctx context.Context) {
 		m := b.meters[id]
 		o := outgoing{meter: m}
 		if m.dirty {
-			o.msgs = b.discoveryMessages(m)
-			m.dirty, m.announcedGen = false, b.connGen.Load()
+			msgs := b.discoveryMessages(m)
+			if ready, stale := b.probed(id, msgs); ready {
+				o.msgs, o.stale = msgs, stale
+				m.dirty, m.announcedGen = false, b.connGen.Load()
+			}
 		}
 		if m.avail {
 			o.avail, o.availTo = availability(m.online), discovery.AvailabilityTopic(b.o.TopicPrefix, id)
@@ -70,12 +76,10 @@ func (b *Bridge) announceDirty(ctx context.Context) {
 		if o.avail != "" && !b.send(ctx, o.availTo, []byte(o.avail), 1) {
 			b.remark(o.meter, false, true)
 		}
-		for _, msg := range o.msgs {
-			if !b.send(ctx, msg.Topic, msg.Payload, 1) {
-				b.remark(o.meter, true, false)
-				break
-			}
-			b.counts.announcements.Add(1)
+		if (len(o.msgs) > 0 || len(o.stale) > 0) && !b.publishSwitched(ctx, o.meter.id, o.msgs, o.stale) {
+			b.remark(o.meter, true, false)
+			b.restale(o.meter.id, o.stale)
+			continue
 		}
 		if len(o.msgs) > 0 {
 			b.log.Info("discovery sent", "meter", o.meter.id, "messages", len(o.msgs))

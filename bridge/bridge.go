@@ -98,6 +98,9 @@ type Bridge struct {
 	report     *reporter
 	selfDirty  atomic.Bool // its discovery must be (re)published
 	lastReject atomic.Pointer[rejection]
+	probes     map[string]*probe // discovery nodes looked at (switch.go); under mu
+	probeCtx   context.Context   // ends with the loops; under mu
+	probing    sync.WaitGroup
 	scanner    atomic.Pointer[p1.Scanner]
 
 	// Shared with the watchdog.
@@ -157,6 +160,7 @@ func New(o Options) (*Bridge, error) {
 		o: o, log: log, dec: dec,
 		statusTopic: o.TopicPrefix + "/status/" + o.MQTT.ClientID,
 		meters:      map[string]*meter{},
+		probes:      map[string]*probe{},
 		announce:    make(chan struct{}, 1),
 		ready:       make(chan struct{}),
 		streak:      map[string]int{},
@@ -227,11 +231,15 @@ func (b *Bridge) run(ctx context.Context, co connectOptions, live bool, body fun
 	close(b.ready)
 
 	loopCtx, stopLoops := context.WithCancel(ctx)
+	b.mu.Lock()
+	b.probeCtx = loopCtx
+	b.mu.Unlock()
 	var wg sync.WaitGroup
 	wg.Go(func() { b.announcer(loopCtx) })
 	wg.Go(func() { b.watchdog(loopCtx) })
 	if b.report != nil {
 		b.selfDirty.Store(true)
+		b.probeNode(discovery.BridgeNode(b.o.MQTT.ClientID))
 		wg.Go(func() { b.report.run(loopCtx) })
 	}
 
@@ -251,6 +259,7 @@ func (b *Bridge) run(ctx context.Context, co connectOptions, live bool, body fun
 	err = body(ctx)
 	stopLoops()
 	wg.Wait()
+	b.probing.Wait()
 	b.shutdown()
 	return err
 }
@@ -335,6 +344,7 @@ func (b *Bridge) handle(ctx context.Context, tg *p1.Telegram, from p1.Origin) bo
 			topics: map[p1.OBIS]string{}, last: map[p1.OBIS]float64{}, decreased: map[p1.OBIS]bool{}, texts: map[p1.OBIS]string{}}
 		b.meters[id] = m
 		b.log.Info("reading meter", "meter", id, "header", string(tg.Header))
+		defer b.addProbe(id)() // registered now, started after b.mu is released
 	}
 	if m.learn(tg) {
 		m.dirty = true
@@ -388,13 +398,14 @@ func (b *Bridge) monotonic(m *meter, o *p1.Object) bool {
 // a text is cut at discovery.MaxState characters (Home Assistant drops
 // longer states; AppendFullText carries the whole).
 func AppendState(dst []byte, o *p1.Object) []byte {
-	v := o.Reading()
-	switch {
-	case v.IsNumber():
-		return v.AppendNumber(dst)
-	case v.IsTimestamp():
-		if t, ok := v.AppendRFC3339(dst); ok {
-			return t
+	if v := o.Reading(); !o.OBIS.HexText() {
+		switch {
+		case v.IsNumber():
+			return v.AppendNumber(dst)
+		case v.IsTimestamp():
+			if t, ok := v.AppendRFC3339(dst); ok {
+				return t
+			}
 		}
 	}
 	start := len(dst)
@@ -653,6 +664,9 @@ func (b *Bridge) connected(ctx context.Context) {
 // message handles what the broker sends: Home Assistant's birth message.
 func (b *Bridge) message(topic string, payload []byte) {
 	if d := b.split.Load(); d != nil && d.message(topic, payload) {
+		return
+	}
+	if b.probeMessage(topic, payload) {
 		return
 	}
 	if topic == b.o.DiscoveryPrefix+"/status" && string(payload) == "online" {

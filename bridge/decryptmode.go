@@ -130,9 +130,12 @@ func newDecryptor(b *Bridge, o SplitOptions) *decryptor {
 	}
 }
 
-// maxRawPacket is the largest MQTT packet a decryptor accepts (MQTT 5
-// Maximum Packet Size): a frame is at most p1.MaxFrameLen bytes.
-const maxRawPacket = p1.MaxFrameLen + 1024
+// maxRawPacket is the largest MQTT packet a bridge or decryptor accepts
+// (MQTT 5 Maximum Packet Size): a frame is at most p1.MaxFrameLen bytes,
+// and a meter's discovery config, read back when the discovery style
+// changes (switch.go), about 25 KB. A larger raw message is counted and
+// dropped (decryptor.handle).
+const maxRawPacket = max(p1.MaxFrameLen+1024, 64<<10)
 
 // RunDecrypt runs decrypt mode: frames come from the broker instead of a
 // port. It returns when ctx is done.

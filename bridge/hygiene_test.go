@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/smartybridge/smartybridge/decrypt"
+	"github.com/smartybridge/smartybridge/discovery"
 	"github.com/smartybridge/smartybridge/internal/crc16"
 	"github.com/smartybridge/smartybridge/internal/testenv"
 	"github.com/smartybridge/smartybridge/p1"
@@ -82,4 +83,61 @@ func TestLongMessageAttributes(t *testing.T) {
 	}
 	h.stop(t)
 
+}
+
+// TestDiscoveryStyleSwitch: moving between device, entity and off leaves
+// only the current style's configs retained, and a move announces
+// {"migrate_discovery": true} on the old topics first.
+func TestDiscoveryStyleSwitch(t *testing.T) {
+	broker := testenv.Mosquitto(t, "")
+	watch := testenv.Subscribe(t, broker.URL, "homeassistant/#")
+	configs := func() (device, entity int) {
+		for topic, v := range retained(t, broker.URL) {
+			if v == "" || v == string(migratePayload) || !strings.HasSuffix(topic, "/config") {
+				continue
+			}
+			if strings.HasPrefix(topic, "homeassistant/device/") {
+				device++
+			} else {
+				entity++
+			}
+		}
+		return
+	}
+	run := func(style discovery.Style, counter uint32) {
+		t.Helper()
+		logs := &logBuffer{}
+		defer func() {
+			if t.Failed() {
+				t.Logf("%s:\n%s", style, logs)
+			}
+		}()
+		o := testOptions(broker.URL, logs, decrypt.Options{Key: key(t, testKey)})
+		o.Discovery = style
+		h := start(t, o, &slowReader{chunks: [][]byte{decrypt.Seal(nil, *key(t, testKey), decrypt.DefaultAuthKey, sysTitle, counter, readFile(t, "smarty-2026.telegram"))}})
+		testenv.WaitFor(t, 10*time.Second, "a telegram", func() bool { return h.b.Stats().Telegrams == 1 })
+		time.Sleep(2 * probeWait)
+		h.stop(t)
+	}
+	run(discovery.DeviceStyle, 1)
+	if d, e := configs(); d != 2 || e != 0 {
+		t.Fatalf("device style: %d device and %d entity configs, want the meter's and the bridge's device", d, e)
+	}
+	run(discovery.EntityStyle, 2)
+	d, e := configs()
+	if d != 0 || e < 40 {
+		t.Errorf("entity style after device: %d device and %d entity configs retained", d, e)
+	}
+	// The old device topic keeps only the migrate request (switch.go).
+	if got, _ := watch.Get("homeassistant/device/SAG1030700012701/config"); got != string(migratePayload) {
+		t.Errorf("old device config not moved: %.80s", got)
+	}
+	run(discovery.DeviceStyle, 3)
+	if d, e := configs(); d != 2 || e != 0 {
+		t.Errorf("device style after entity: %d device and %d entity configs retained", d, e)
+	}
+	run(discovery.Off, 4)
+	if d, e := configs(); d != 0 || e != 0 {
+		t.Errorf("off after device: %d device and %d entity configs retained", d, e)
+	}
 }

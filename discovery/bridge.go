@@ -27,6 +27,10 @@ func BridgeID(clientID string) string {
 	return "smartybridge_" + id
 }
 
+// BridgeNode is the node id of the bridge device's discovery topics: its
+// client id, as topics allow it.
+func BridgeNode(clientID string) string { return safeID(clientID) }
+
 // safeID keeps what discovery ids allow: letters, digits, '_' and '-'.
 func safeID(s string) string {
 	return strings.Map(func(r rune) rune {
