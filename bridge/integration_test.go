@@ -115,6 +115,19 @@ func expectedStates(t *testing.T) map[string]string {
 	return want
 }
 
+// expectedTopics counts the topics under smarty/<meter>/ for smarty-2026:
+// every state, the availability, and each message's attributes.
+func expectedTopics(t *testing.T) int {
+	t.Helper()
+	n := len(expectedStates(t)) + 1
+	for topic := range expectedStates(t) {
+		if code, err := p1.ParseOBIS(topic[strings.LastIndexByte(topic, '/')+1:]); err == nil && discovery.LongText(code) {
+			n++
+		}
+	}
+	return n
+}
+
 func TestBridgeEndToEnd(t *testing.T) {
 	// Registered first, so it runs after every other cleanup.
 	ignore := goleak.IgnoreCurrent()

@@ -233,14 +233,21 @@ func TestPlainImpostorRefused(t *testing.T) {
 	if v, _ := sub.Get("smarty/SAG1030700012701/1-0:1.8.0"); v != "273.764" {
 		t.Errorf("the impostor's total was published: %s", v)
 	}
-	devices := 0
-	for topic := range sub.Topics("homeassistant/device/") {
-		if strings.Contains(topic, "FAKE") {
-			devices++
+	devices := func() int {
+		n := 0
+		for topic := range sub.Topics("homeassistant/device/") {
+			if strings.Contains(topic, "FAKE") {
+				n++
+			}
 		}
+		return n
 	}
-	if devices != 4 {
-		t.Errorf("%d fake plain meters announced, want the bound 4", devices)
+	// Each meter is announced after its discovery topics were probed
+	// (switch.go).
+	testenv.WaitFor(t, 5*time.Second, "fake plain meters announced", func() bool { return devices() >= 4 })
+	time.Sleep(2 * probeWait)
+	if n := devices(); n != 4 {
+		t.Errorf("%d fake plain meters announced, want the bound 4", n)
 	}
 }
 
