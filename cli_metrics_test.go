@@ -73,17 +73,8 @@ func TestMetricsEndpoint(t *testing.T) {
 	broker := testenv.Mosquitto(t, "")
 	pty := testenv.Socat(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	cmd, _, stderr := command(map[string]string{"SMARTY_DEVICE": pty.Device, "SMARTY_MQTT_URL": broker.URL, "SMARTY_KEY": testKey,
+	_, stderr := startBinary(t, map[string]string{"SMARTY_DEVICE": pty.Device, "SMARTY_MQTT_URL": broker.URL, "SMARTY_KEY": testKey,
 		"SMARTY_MQTT_CLIENT_ID": "metrics", "SMARTY_METRICS_LISTEN": addr})
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		stopProcess(t, cmd)
-		if t.Failed() {
-			t.Logf("log:\n%s", stderr)
-		}
-	}()
 	testenv.WaitFor(t, 10*time.Second, "metrics endpoint", func() bool {
 		resp, err := http.Get("http://" + addr + "/metrics")
 		if err == nil {
@@ -157,17 +148,8 @@ func TestMetricsForwardMode(t *testing.T) {
 	broker := testenv.Mosquitto(t, "")
 	pty := testenv.Socat(t)
 	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
-	cmd, _, stderr := command(map[string]string{"SMARTY_MODE": "forward", "SMARTY_DEVICE": pty.Device, "SMARTY_MQTT_URL": broker.URL,
+	startBinary(t, map[string]string{"SMARTY_MODE": "forward", "SMARTY_DEVICE": pty.Device, "SMARTY_MQTT_URL": broker.URL,
 		"SMARTY_MQTT_CLIENT_ID": "metrics-fwd", "SMARTY_METRICS_LISTEN": addr})
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		stopProcess(t, cmd)
-		if t.Failed() {
-			t.Logf("log:\n%s", stderr)
-		}
-	}()
 	frame, _ := os.ReadFile("testdata/smarty-2026.frame")
 	time.Sleep(500 * time.Millisecond)
 	pty.Write(frame)

@@ -80,16 +80,7 @@ func TestProblemStates(t *testing.T) {
 			for k, v := range c.env {
 				env[k] = v
 			}
-			cmd, _, stderr := command(env)
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			defer func() {
-				stopProcess(t, cmd)
-				if t.Failed() {
-					t.Logf("log:\n%s", stderr)
-				}
-			}()
+			_, stderr := startBinary(t, env)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			feed := make(chan func(uint32) []byte, 1)
@@ -142,17 +133,8 @@ func TestProblemStates(t *testing.T) {
 		broker := testenv.Mosquitto(t, "")
 		pty := testenv.Socat(t)
 		sub := testenv.Subscribe(t, broker.URL, "smarty/bridge/#")
-		fwd, _, fwdErr := command(map[string]string{"SMARTY_MODE": "forward", "SMARTY_DEVICE": pty.Device, "SMARTY_MQTT_URL": broker.URL,
+		startBinary(t, map[string]string{"SMARTY_MODE": "forward", "SMARTY_DEVICE": pty.Device, "SMARTY_MQTT_URL": broker.URL,
 			"SMARTY_MQTT_CLIENT_ID": "problem-fwd", "SMARTY_METER_TIMEOUT": "3s"})
-		if err := fwd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		defer func() {
-			stopProcess(t, fwd)
-			if t.Failed() {
-				t.Logf("forwarder log:\n%s", fwdErr)
-			}
-		}()
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		go func() {
@@ -168,12 +150,8 @@ func TestProblemStates(t *testing.T) {
 			}
 		}
 		testenv.WaitFor(t, 20*time.Second, "problem no_decryptor", problem("no_decryptor"))
-		dec, _, _ := command(map[string]string{"SMARTY_MODE": "decrypt", "SMARTY_KEY": testKey, "SMARTY_MQTT_URL": broker.URL,
+		startBinary(t, map[string]string{"SMARTY_MODE": "decrypt", "SMARTY_KEY": testKey, "SMARTY_MQTT_URL": broker.URL,
 			"SMARTY_MQTT_CLIENT_ID": "problem-dec", "SMARTY_METER_TIMEOUT": "3s"})
-		if err := dec.Start(); err != nil {
-			t.Fatal(err)
-		}
-		defer stopProcess(t, dec)
 		testenv.WaitFor(t, 30*time.Second, "forwarder problem ok", problem("ok"))
 		testenv.WaitFor(t, 20*time.Second, "decryptor problem ok", func() bool {
 			v, _ := sub.Get("smarty/bridge/problem-dec/diagnostics")

@@ -21,6 +21,26 @@ import (
 )
 
 // stopProcess sends SIGTERM and waits for a clean exit.
+// startBinary starts the real binary with env, stops it (SIGTERM) at the
+// end of the test unless the test did, and shows its log if the test
+// failed.
+func startBinary(t *testing.T, env map[string]string) (*exec.Cmd, *testenv.Buffer) {
+	t.Helper()
+	cmd, _, stderr := command(env)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			stopProcess(t, cmd)
+		}
+		if t.Failed() {
+			t.Logf("%s log:\n%s", env["SMARTY_MQTT_CLIENT_ID"], stderr)
+		}
+	})
+	return cmd, stderr
+}
+
 func stopProcess(t *testing.T, cmd *exec.Cmd) {
 	t.Helper()
 	cmd.Process.Signal(syscall.SIGTERM)

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"os/exec"
 	"slices"
 	"sort"
 	"strconv"
@@ -355,24 +354,6 @@ func waitStates(t *testing.T, ha *testenv.HomeAssistant, m *haMeter, want string
 	})
 }
 
-// runBridge starts the real binary and stops it (SIGTERM) at the end.
-func startBinary(t *testing.T, env map[string]string) *exec.Cmd {
-	t.Helper()
-	cmd, _, stderr := command(env)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			stopProcess(t, cmd)
-		}
-		if t.Failed() {
-			t.Logf("%s log:\n%s", env["SMARTY_MQTT_CLIENT_ID"], stderr)
-		}
-	})
-	return cmd
-}
-
 const haCustomComponent = `"""Test hook of smartybridge's TestHomeAssistant: compile the recorder's
 statistics of the current five minutes now instead of at their end."""
 
@@ -473,7 +454,7 @@ func TestHomeAssistant(t *testing.T) {
 
 	// One meter in bridge mode: its device, entities and states.
 	go smarty.feed(ctx)
-	smartyBridge := startBinary(t, bridgeEnv(smarty, "ha-smarty"))
+	smartyBridge, _ := startBinary(t, bridgeEnv(smarty, "ha-smarty"))
 	waitRegistered(t, ha, smarty)
 	before := checkRegistry(t, ha, smarty, "Sagemcom", "T210-D", false)
 	waitStates(t, ha, smarty, "available", 30*time.Second)
@@ -585,8 +566,8 @@ func TestHomeAssistant(t *testing.T) {
 	checkBridgeDevice(t, ha, "ha-smarty", nil, "unavailable", "off")
 
 	// Split mode for the same meter: the same registry and states.
-	dec := startBinary(t, bridgeEnv(smarty, "ha-decrypt", "SMARTY_MODE", "decrypt", "SMARTY_DEVICE", ""))
-	fwd := startBinary(t, bridgeEnv(smarty, "ha-forward", "SMARTY_MODE", "forward", "SMARTY_KEY", ""))
+	dec, _ := startBinary(t, bridgeEnv(smarty, "ha-decrypt", "SMARTY_MODE", "decrypt", "SMARTY_DEVICE", ""))
+	fwd, _ := startBinary(t, bridgeEnv(smarty, "ha-forward", "SMARTY_MODE", "forward", "SMARTY_KEY", ""))
 	waitStates(t, ha, smarty, "available", 30*time.Second)
 	checkRegistry(t, ha, smarty, "Sagemcom", "T210-D", true)
 	checkStates(t, ha, sub, smarty, true)
@@ -618,7 +599,7 @@ func TestHomeAssistant(t *testing.T) {
 	// warning (checked with the log below).
 	stopProcess(t, fwd)
 	stopProcess(t, dec)
-	entityBridge := startBinary(t, bridgeEnv(smarty, "ha-entity", "SMARTY_DISCOVERY", "entity"))
+	entityBridge, _ := startBinary(t, bridgeEnv(smarty, "ha-entity", "SMARTY_DISCOVERY", "entity"))
 	testenv.WaitFor(t, 20*time.Second, "the old device config moved", func() bool {
 		v, _ := sub.Get(configTopic)
 		return v == `{"migrate_discovery":true}`

@@ -159,22 +159,28 @@ func TestDeviceConfigGolden(t *testing.T) {
 		if msg.Topic != "homeassistant/device/"+id+"/config" {
 			t.Errorf("topic %s", msg.Topic)
 		}
-		var indented bytes.Buffer
-		if err := json.Indent(&indented, msg.Payload, "", " "); err != nil {
-			t.Fatal(err)
-		}
-		golden := "../testdata/golden/discovery-" + name + ".json"
-		if *update {
-			os.WriteFile(golden, indented.Bytes(), 0o644)
-		}
-		want, err := os.ReadFile(golden)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(indented.Bytes(), want) {
-			t.Errorf("%s differs from %s (go test ./discovery -update rewrites it)", name, golden)
-		}
+		checkGolden(t, msg.Payload, "../testdata/golden/discovery-"+name+".json")
 		checkKeys(t, msg.Payload)
+	}
+}
+
+// checkGolden compares payload, indented, with the golden file (rewritten
+// with -update).
+func checkGolden(t *testing.T, payload []byte, golden string) {
+	t.Helper()
+	var indented bytes.Buffer
+	if err := json.Indent(&indented, payload, "", " "); err != nil {
+		t.Fatal(err)
+	}
+	if *update {
+		os.WriteFile(golden, indented.Bytes(), 0o644)
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(indented.Bytes(), want) {
+		t.Errorf("differs from %s (go test ./discovery -update rewrites it)", golden)
 	}
 }
 
@@ -255,21 +261,7 @@ func TestBridgeConfigGolden(t *testing.T) {
 		if len(msgs) != 1 || msgs[0].Topic != "homeassistant/device/"+b.ClientID+"/config" {
 			t.Fatalf("%s: %+v", mode, msgs)
 		}
-		var indented bytes.Buffer
-		if err := json.Indent(&indented, msgs[0].Payload, "", " "); err != nil {
-			t.Fatal(err)
-		}
-		golden := "../testdata/golden/discovery-bridge-device-" + mode + ".json"
-		if *update {
-			os.WriteFile(golden, indented.Bytes(), 0o644)
-		}
-		want, err := os.ReadFile(golden)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(indented.Bytes(), want) {
-			t.Errorf("%s differs from %s (go test ./discovery -update rewrites it)", mode, golden)
-		}
+		checkGolden(t, msgs[0].Payload, "../testdata/golden/discovery-bridge-device-"+mode+".json")
 		checkKeys(t, msgs[0].Payload)
 		var dev struct {
 			Device     map[string]any            `json:"device"`
