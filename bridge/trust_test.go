@@ -164,6 +164,8 @@ func TestForgedCounterCannotFreeze(t *testing.T) {
 	if dec.Forged() < 1 {
 		t.Errorf("forged confirmations not counted: %d", dec.Forged())
 	}
+	// The frame is settled (and its counter booked) after its states.
+	testenv.WaitFor(t, 5*time.Second, "the counter booked", func() bool { e, _ := dec.book.last(sysTitle.String()); return e.Counter == 7 })
 	stop()
 	// The forged state did not reach the state directory either.
 	if e, _ := dec.book.last(sysTitle.String()); e.Counter != 7 {
