@@ -54,6 +54,12 @@ func init() { vm.ExposeMetadata(true) }
 
 // Write writes s and the runtime's metrics in the Prometheus text format.
 func Write(w io.Writer, s Snapshot) {
+	writeOwn(w, s)
+	vm.WriteProcessMetrics(w)
+}
+
+// writeOwn writes the smartybridge_ metrics of s.
+func writeOwn(w io.Writer, s Snapshot) {
 	family := func(name, typ, help string) {
 		fmt.Fprintf(w, "# HELP %s %s\n", name, help)
 		fmt.Fprintf(w, "# TYPE %s %s\n", name, typ)
@@ -95,7 +101,6 @@ func Write(w io.Writer, s Snapshot) {
 			}
 		}
 	}
-	vm.WriteProcessMetrics(w)
 }
 
 // bounded sorts the meters and sums those past MaxMeters into "other".
