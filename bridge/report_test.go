@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"context"
 	"testing"
 	"time"
 )
@@ -49,5 +50,23 @@ func TestFrameRate(t *testing.T) {
 	}
 	if got != 6 {
 		t.Errorf("%v frames per minute, want 6", got)
+	}
+}
+
+// BenchmarkReporterTick is the once-a-second cost of the bridge's own
+// device when nothing has to be published.
+func BenchmarkReporterTick(b *testing.B) {
+	br, err := New(Options{MeterTimeout: time.Minute})
+	if err != nil {
+		b.Fatal(err)
+	}
+	br.startReport("bridge")
+	br.report.publish = func(context.Context, string, []byte) bool { return true }
+	ctx := context.Background()
+	now := time.Now()
+	br.report.tick(ctx, now)
+	b.ReportAllocs()
+	for b.Loop() {
+		br.report.tick(ctx, now)
 	}
 }
