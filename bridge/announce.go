@@ -39,12 +39,9 @@ func (b *Bridge) announceDirty(ctx context.Context) {
 		// The instance's own device first: meter devices link to it.
 		node := discovery.BridgeNode(b.o.MQTT.ClientID)
 		msgs := bridgeDiscovery(b.report, b.o.Discovery, b.discoveryOptions(""))
-		b.mu.Lock()
-		ready, stale := b.probed(node, msgs)
-		b.mu.Unlock()
-		if !ready || !b.publishSwitched(ctx, node, msgs, stale) {
+		ready, stale := b.sw.probed(node, msgs)
+		if !ready || !b.sw.publish(ctx, node, msgs, stale) {
 			b.selfDirty.Store(true)
-			b.restale(node, stale)
 		}
 	}
 	b.mu.Lock()
@@ -58,7 +55,7 @@ func (b *Bridge) announceDirty(ctx context.Context) {
 		o := outgoing{meter: m}
 		if m.dirty {
 			msgs := b.discoveryMessages(m)
-			if ready, stale := b.probed(id, msgs); ready {
+			if ready, stale := b.sw.probed(id, msgs); ready {
 				o.msgs, o.stale = msgs, stale
 				m.dirty, m.announcedGen = false, b.connGen.Load()
 			}
@@ -76,11 +73,11 @@ func (b *Bridge) announceDirty(ctx context.Context) {
 		if o.avail != "" && !b.send(ctx, o.availTo, []byte(o.avail), 1) {
 			b.remark(o.meter, false, true)
 		}
-		if (len(o.msgs) > 0 || len(o.stale) > 0) && !b.publishSwitched(ctx, o.meter.id, o.msgs, o.stale) {
+		if (len(o.msgs) > 0 || len(o.stale) > 0) && !b.sw.publish(ctx, o.meter.id, o.msgs, o.stale) {
 			b.remark(o.meter, true, false)
-			b.restale(o.meter.id, o.stale)
 			continue
 		}
+		b.counts.announcements.Add(int64(len(o.msgs)))
 		if len(o.msgs) > 0 {
 			b.log.Info("discovery sent", "meter", o.meter.id, "messages", len(o.msgs))
 		}

@@ -98,9 +98,7 @@ type Bridge struct {
 	report     *reporter
 	selfDirty  atomic.Bool // its discovery must be (re)published
 	lastReject atomic.Pointer[rejection]
-	probes     map[string]*probe // discovery nodes looked at (switch.go); under mu
-	probeCtx   context.Context   // ends with the loops; under mu
-	probing    sync.WaitGroup
+	sw         *switcher // discovery of another style (switch.go)
 	scanner    atomic.Pointer[p1.Scanner]
 
 	// Shared with the watchdog.
@@ -156,18 +154,22 @@ func New(o Options) (*Bridge, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Bridge{
+	b := &Bridge{
 		o: o, log: log, dec: dec,
 		statusTopic: o.TopicPrefix + "/status/" + o.MQTT.ClientID,
 		meters:      map[string]*meter{},
-		probes:      map[string]*probe{},
 		announce:    make(chan struct{}, 1),
 		ready:       make(chan struct{}),
 		streak:      map[string]int{},
 		book:        newReplayBook(o.StateDir),
 		keyID:       keyIDs(o.Keys),
 		logs:        newLogLimiter(10*time.Minute, 20),
-	}, nil
+		sw:          newSwitcher(o.DiscoveryPrefix, o.Discovery, log),
+	}
+	b.sw.conn = func() *conn { return b.conn }
+	b.sw.send = func(ctx context.Context, topic string, payload []byte) bool { return b.send(ctx, topic, payload, 1) }
+	b.sw.trigger = b.trigger
+	return b, nil
 }
 
 // StatusTopic is this instance's availability topic.
@@ -231,15 +233,13 @@ func (b *Bridge) run(ctx context.Context, co connectOptions, live bool, body fun
 	close(b.ready)
 
 	loopCtx, stopLoops := context.WithCancel(ctx)
-	b.mu.Lock()
-	b.probeCtx = loopCtx
-	b.mu.Unlock()
+	b.sw.begin(loopCtx)
 	var wg sync.WaitGroup
 	wg.Go(func() { b.announcer(loopCtx) })
 	wg.Go(func() { b.watchdog(loopCtx) })
 	if b.report != nil {
 		b.selfDirty.Store(true)
-		b.probeNode(discovery.BridgeNode(b.o.MQTT.ClientID))
+		b.sw.probeNode(discovery.BridgeNode(b.o.MQTT.ClientID))
 		wg.Go(func() { b.report.run(loopCtx) })
 	}
 
@@ -259,7 +259,7 @@ func (b *Bridge) run(ctx context.Context, co connectOptions, live bool, body fun
 	err = body(ctx)
 	stopLoops()
 	wg.Wait()
-	b.probing.Wait()
+	b.sw.wait()
 	b.shutdown()
 	return err
 }
@@ -344,7 +344,7 @@ func (b *Bridge) handle(ctx context.Context, tg *p1.Telegram, from p1.Origin) bo
 			topics: map[p1.OBIS]string{}, last: map[p1.OBIS]float64{}, decreased: map[p1.OBIS]bool{}, texts: map[p1.OBIS]string{}}
 		b.meters[id] = m
 		b.log.Info("reading meter", "meter", id, "header", string(tg.Header))
-		defer b.addProbe(id)() // registered now, started after b.mu is released
+		defer b.sw.add(id)() // registered now, started after b.mu is released
 	}
 	if m.learn(tg) {
 		m.dirty = true
@@ -666,7 +666,7 @@ func (b *Bridge) message(topic string, payload []byte) {
 	if d := b.split.Load(); d != nil && d.message(topic, payload) {
 		return
 	}
-	if b.probeMessage(topic, payload) {
+	if b.sw.message(topic, payload) {
 		return
 	}
 	if topic == b.o.DiscoveryPrefix+"/status" && string(payload) == "online" {

@@ -109,8 +109,9 @@ type Forwarder struct {
 
 	forwarded, nConfirmed, rejected, dropped, forged atomic.Int64
 
-	// The instance's own device (report.go).
+	// The instance's own device (report.go, switch.go).
 	report     *reporter
+	sw         *switcher
 	connCtx    context.Context
 	bytesIn    atomic.Int64
 	lastQueued atomic.Int64 // unix nanoseconds
@@ -159,6 +160,11 @@ func NewForwarder(o Options, fo ForwardOptions) (*Forwarder, error) {
 		ready: make(chan struct{}), wake: make(chan struct{}, 1), titles: map[string]bool{}, pins: map[string]string{},
 		lastAck: time.Now(), resendGap: fo.ResendAfter, logs: newLogLimiter(10*time.Minute, 20),
 		pinFile: filepath.Join(fo.StateDir, "confirm-keys.json"),
+	}
+	f.sw = newSwitcher(o.DiscoveryPrefix, o.Discovery, log)
+	f.sw.conn = func() *conn { return f.conn }
+	f.sw.send = func(ctx context.Context, topic string, payload []byte) bool {
+		return f.conn.publish(ctx, topic, payload, 1, true) == nil
 	}
 	f.loadPins()
 	now := time.Now()
@@ -229,6 +235,12 @@ func (f *Forwarder) Run(ctx context.Context, src io.Reader) error {
 	defer stopConn()
 	f.connCtx = connCtx
 	f.startReport()
+	// The own device is announced after its discovery topics were probed
+	// (switch.go); registered before the first connection announces it.
+	probeCtx, stopProbe := context.WithCancel(ctx)
+	defer func() { stopProbe(); f.sw.wait() }()
+	f.sw.begin(probeCtx)
+	startProbe := f.sw.add(discovery.BridgeNode(f.o.MQTT.ClientID))
 	c, err := dial(connCtx, f.o.MQTT, connectOptions{
 		statusTopic: f.statusTopic,
 		onUp: func() {
@@ -243,6 +255,7 @@ func (f *Forwarder) Run(ctx context.Context, src io.Reader) error {
 	}
 	f.conn = c
 	close(f.ready)
+	startProbe()
 
 	loopCtx, stopLoops := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -383,7 +396,6 @@ func (f *Forwarder) connected(ctx context.Context) {
 	<-f.ready
 	f.conn.publish(ctx, f.statusTopic, []byte("online"), 1, true)
 	f.publishDescription(ctx)
-	f.announceSelf(ctx)
 	if err := f.conn.subscribe(ctx, f.o.TopicPrefix+"/confirm/+"); err != nil {
 		f.log.Warn("cannot subscribe to the decryptors' confirmations; frames stay queued", "err", err)
 	}
@@ -396,6 +408,8 @@ func (f *Forwarder) connected(ctx context.Context) {
 	case f.wake <- struct{}{}:
 	default:
 	}
+	// Last: it waits for the probe of the own device (switch.go).
+	f.announceSelf(ctx)
 }
 
 func (f *Forwarder) publishDescription(ctx context.Context) {
@@ -420,6 +434,9 @@ func (f *Forwarder) publishDescription(ctx context.Context) {
 // message takes a decryptor's confirmation: the frames it names are
 // settled, if it is signed with the key trusted for the meter.
 func (f *Forwarder) message(topic string, payload []byte) {
+	if f.sw.message(topic, payload) {
+		return
+	}
 	if topic == f.o.DiscoveryPrefix+"/status" {
 		if string(payload) == "online" {
 			f.log.Info("Home Assistant came online; sending discovery again")

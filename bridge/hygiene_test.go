@@ -141,3 +141,35 @@ func TestDiscoveryStyleSwitch(t *testing.T) {
 		t.Errorf("off after device: %d device and %d entity configs retained", d, e)
 	}
 }
+
+// TestForwarderStyleSwitch: a forwarder moves its own device's configs too.
+func TestForwarderStyleSwitch(t *testing.T) {
+	broker := testenv.Mosquitto(t, "")
+	watch := testenv.Subscribe(t, broker.URL, "homeassistant/#")
+	run := func(style discovery.Style) {
+		t.Helper()
+		o := opts(t, broker.URL, "fwd", &logBuffer{}, decrypt.Options{})
+		o.Discovery = style
+		_, stop := runForwarder(t, o, ForwardOptions{}, &slowReader{})
+		waitOnline(t, broker.URL, "fwd")
+		time.Sleep(3 * probeWait)
+		stop()
+	}
+	run(discovery.DeviceStyle)
+	if v, _ := watch.Get("homeassistant/device/fwd/config"); !strings.HasPrefix(v, `{"device"`) {
+		t.Fatalf("device style: %.60q", v)
+	}
+	run(discovery.EntityStyle)
+	if v, _ := watch.Get("homeassistant/device/fwd/config"); v != string(migratePayload) {
+		t.Errorf("entity style after device: the device topic holds %.60q", v)
+	}
+	if v, _ := watch.Get("homeassistant/sensor/fwd/problem/config"); !strings.Contains(v, `"unique_id":"smartybridge_fwd_problem"`) {
+		t.Errorf("entity style: problem config %.60q", v)
+	}
+	run(discovery.Off)
+	for topic, v := range watch.Topics("homeassistant/") {
+		if v != "" && v != string(migratePayload) {
+			t.Errorf("off: %s still holds a config", topic)
+		}
+	}
+}

@@ -131,14 +131,15 @@ func (f *Forwarder) startReport() {
 	f.report = r
 }
 
-// announceSelf publishes the forwarder's device discovery.
+// announceSelf publishes the forwarder's device discovery, moving what an
+// earlier style left (switch.go).
 func (f *Forwarder) announceSelf(ctx context.Context) {
+	node := discovery.BridgeNode(f.o.MQTT.ClientID)
+	f.sw.waitReady(ctx, node)
 	opts := discovery.Options{TopicPrefix: f.o.TopicPrefix, DiscoveryPrefix: f.o.DiscoveryPrefix, Version: f.o.Version, SupportURL: f.o.SupportURL}
-	for _, msg := range bridgeDiscovery(f.report, f.o.Discovery, opts) {
-		if err := f.conn.publish(ctx, msg.Topic, msg.Payload, 1, true); err != nil {
-			f.log.Debug("discovery not published", "err", err)
-			return
-		}
+	msgs := bridgeDiscovery(f.report, f.o.Discovery, opts)
+	if _, stale := f.sw.probed(node, msgs); !f.sw.publish(ctx, node, msgs, stale) {
+		f.log.Debug("discovery not published")
 	}
 }
 

@@ -3,7 +3,9 @@ package bridge
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
@@ -28,66 +30,111 @@ const probeWait = 500 * time.Millisecond
 
 var migratePayload = []byte(`{"migrate_discovery":true}`)
 
-// probe is what the bridge found of a node's earlier discovery.
+// maxProbes bounds the nodes probed (a decryptor of many meters).
+const maxProbes = 10000
+
+// probe is what was found of a node's earlier discovery.
 type probe struct {
 	ready bool
 	stale map[string]bool // topics of another style holding a config
 }
 
-// probeNode subscribes to node's discovery topics once and marks it ready
-// after probeWait (at once if the subscription fails).
-func (b *Bridge) probeNode(node string) {
-	b.mu.Lock()
-	start := b.addProbe(node)
-	b.mu.Unlock()
-	start()
+// switcher finds and moves an instance's discovery of another style; the
+// Bridge and the Forwarder each have one.
+type switcher struct {
+	prefix  string // Home Assistant's discovery prefix
+	style   discovery.Style
+	log     *slog.Logger
+	conn    func() *conn                                                 // nil until connected
+	send    func(ctx context.Context, topic string, payload []byte) bool // QoS 1, retained
+	trigger func()                                                       // a node became ready; may be nil
+
+	mu     sync.Mutex
+	probes map[string]*probe
+	ctx    context.Context // ends with the instance's loops
+	wg     sync.WaitGroup
 }
 
-// addProbe registers node as not yet ready, so that it is not announced
-// before its probe; it returns what starts the probe. Called with b.mu
-// held.
-func (b *Bridge) addProbe(node string) (start func()) {
-	if _, ok := b.probes[node]; ok || len(b.probes) >= maxProbes {
+func newSwitcher(prefix string, style discovery.Style, log *slog.Logger) *switcher {
+	return &switcher{prefix: prefix, style: style, log: log, probes: map[string]*probe{}}
+}
+
+// begin sets the context the probes run in.
+func (s *switcher) begin(ctx context.Context) {
+	s.mu.Lock()
+	s.ctx = ctx
+	s.mu.Unlock()
+}
+
+// probeNode subscribes to node's discovery topics once and marks it ready
+// after probeWait (at once if the subscription fails).
+func (s *switcher) probeNode(node string) { s.add(node)() }
+
+// add registers node as not yet ready, so that it is not announced before
+// its probe, and returns what starts the probe: the caller may hold its
+// own locks while registering.
+func (s *switcher) add(node string) (start func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.probes[node]; ok || len(s.probes) >= maxProbes {
 		return func() {}
 	}
 	p := &probe{stale: map[string]bool{}}
-	b.probes[node] = p
-	ctx := b.probeCtx
-	return func() { b.probing.Go(func() { b.runProbe(ctx, node, p) }) }
+	s.probes[node] = p
+	ctx := s.ctx
+	return func() { s.wg.Go(func() { s.run(ctx, node, p) }) }
 }
 
-// runProbe subscribes and waits for the retained configs.
-func (b *Bridge) runProbe(ctx context.Context, node string, p *probe) {
-	if ctx != nil && b.conn != nil {
-		b.conn.awaitConnection(ctx, 10*time.Second)
-		dp := b.o.DiscoveryPrefix
+// run subscribes and waits for the retained configs.
+func (s *switcher) run(ctx context.Context, node string, p *probe) {
+	if c := s.conn(); ctx != nil && c != nil {
+		c.awaitConnection(ctx, 10*time.Second)
 		subs := []paho.SubscribeOptions{
-			{Topic: dp + "/device/" + node + "/config", QoS: 1},
-			{Topic: dp + "/sensor/" + node + "/+/config", QoS: 1},
-			{Topic: dp + "/binary_sensor/" + node + "/+/config", QoS: 1},
+			{Topic: s.prefix + "/device/" + node + "/config", QoS: 1},
+			{Topic: s.prefix + "/sensor/" + node + "/+/config", QoS: 1},
+			{Topic: s.prefix + "/binary_sensor/" + node + "/+/config", QoS: 1},
 		}
-		if err := b.conn.subscribeWith(ctx, subs); err == nil {
+		if err := c.subscribeWith(ctx, subs); err == nil {
 			select {
 			case <-time.After(probeWait):
 			case <-ctx.Done():
 			}
 		} else {
-			b.log.Debug("cannot look for discovery of another style", "node", node, "err", err)
+			s.log.Debug("cannot look for discovery of another style", "node", node, "err", err)
 		}
 	}
-	b.mu.Lock()
+	s.mu.Lock()
 	p.ready = true
-	b.mu.Unlock()
-	b.trigger()
+	s.mu.Unlock()
+	if s.trigger != nil {
+		s.trigger()
+	}
 }
 
-// maxProbes bounds the nodes probed (a decryptor of many meters).
-const maxProbes = 10000
+// waitReady waits until node's probe is done (or ctx ends).
+func (s *switcher) waitReady(ctx context.Context, node string) {
+	for ctx.Err() == nil {
+		s.mu.Lock()
+		p, ok := s.probes[node]
+		ready := !ok || p.ready
+		s.mu.Unlock()
+		if ready {
+			return
+		}
+		select {
+		case <-time.After(20 * time.Millisecond):
+		case <-ctx.Done():
+		}
+	}
+}
 
-// probeMessage takes a retained config found on a probed node's topic.
-// Called with any message; it reports whether it was one.
-func (b *Bridge) probeMessage(topic string, payload []byte) bool {
-	dp := b.o.DiscoveryPrefix + "/"
+// wait waits for the probes to end.
+func (s *switcher) wait() { s.wg.Wait() }
+
+// message takes a retained config found on a probed node's topic. Called
+// with any message; it reports whether it was one.
+func (s *switcher) message(topic string, payload []byte) bool {
+	dp := s.prefix + "/"
 	if !strings.HasPrefix(topic, dp) || !strings.HasSuffix(topic, "/config") {
 		return false
 	}
@@ -104,18 +151,20 @@ func (b *Bridge) probeMessage(topic string, payload []byte) bool {
 	if len(payload) == 0 || bytes.Equal(payload, migratePayload) {
 		return true
 	}
-	b.mu.Lock()
-	if p, ok := b.probes[node]; ok && len(p.stale) < 512 {
+	s.mu.Lock()
+	if p, ok := s.probes[node]; ok && len(p.stale) < 512 {
 		p.stale[topic] = true
 	}
-	b.mu.Unlock()
+	s.mu.Unlock()
 	return true
 }
 
 // probed reports whether node may be announced, and takes the topics of
 // another style found for it: those not among msgs.
-func (b *Bridge) probed(node string, msgs []discovery.Message) (ready bool, stale []string) {
-	p, ok := b.probes[node]
+func (s *switcher) probed(node string, msgs []discovery.Message) (ready bool, stale []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.probes[node]
 	if !ok {
 		return true, nil
 	}
@@ -136,48 +185,52 @@ func (b *Bridge) probed(node string, msgs []discovery.Message) (ready bool, stal
 }
 
 // restale puts back stale topics whose move failed.
-func (b *Bridge) restale(node string, stale []string) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if p, ok := b.probes[node]; ok {
+func (s *switcher) restale(node string, stale []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p, ok := s.probes[node]; ok {
 		for _, t := range stale {
 			p.stale[t] = true
 		}
 	}
 }
 
-// publishSwitched publishes msgs, moving the configs of stale topics to
-// them (or deleting them, when msgs is empty: discovery is off). Home
-// Assistant unloads a moved entity on {"migrate_discovery": true} and keeps
-// it in its registry; the empty payload then deletes the retained old
-// config while nothing is loaded from it (after the new config it would
-// reach the moved entity, which shares its discovery id, and Home
-// Assistant would warn of a conflict); the new config loads the entity
-// again, with its id, history and settings.
-func (b *Bridge) publishSwitched(ctx context.Context, node string, msgs []discovery.Message, stale []string) bool {
+// publish publishes msgs, moving the configs of stale topics to them (or
+// deleting them, when msgs is empty: discovery is off). Home Assistant
+// unloads a moved entity on {"migrate_discovery": true} and keeps it in its
+// registry; the empty payload then deletes the retained old config while
+// nothing is loaded from it (after the new config it would reach the moved
+// entity, which shares its discovery id, and Home Assistant would warn of a
+// conflict); the new config loads the entity again, with its id, history
+// and settings. A failed move is kept for the next announcement.
+func (s *switcher) publish(ctx context.Context, node string, msgs []discovery.Message, stale []string) bool {
 	if len(stale) > 0 {
-		b.log.Info("moving discovery from another style", "node", node, "topics", len(stale), "discovery", b.o.Discovery)
+		s.log.Info("moving discovery from another style", "node", node, "topics", len(stale), "discovery", s.style)
 	}
+	ok := s.move(ctx, stale, len(msgs) > 0)
+	for _, msg := range msgs {
+		ok = ok && s.send(ctx, msg.Topic, msg.Payload)
+	}
+	if !ok {
+		s.restale(node, stale)
+	}
+	return ok
+}
+
+func (s *switcher) move(ctx context.Context, stale []string, moving bool) bool {
 	for _, t := range stale {
-		moving := len(msgs) > 0
-		if moving && !b.send(ctx, t, migratePayload, 1) {
+		if moving && !s.send(ctx, t, migratePayload) {
 			return false
 		}
 		// An old device topic keeps the migrate request: emptied after a
 		// move, Home Assistant finds no component left to clean up and
 		// warns. It holds no config.
-		if moving && strings.HasPrefix(t, b.o.DiscoveryPrefix+"/device/") {
+		if moving && strings.HasPrefix(t, s.prefix+"/device/") {
 			continue
 		}
-		if !b.send(ctx, t, nil, 1) {
+		if !s.send(ctx, t, nil) {
 			return false
 		}
-	}
-	for _, msg := range msgs {
-		if !b.send(ctx, msg.Topic, msg.Payload, 1) {
-			return false
-		}
-		b.counts.announcements.Add(1)
 	}
 	return true
 }
