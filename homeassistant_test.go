@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -22,7 +21,6 @@ import (
 	"github.com/smartybridge/smartybridge/bridge"
 	"github.com/smartybridge/smartybridge/decrypt"
 	"github.com/smartybridge/smartybridge/discovery"
-	"github.com/smartybridge/smartybridge/internal/crc16"
 	"github.com/smartybridge/smartybridge/internal/testenv"
 	"github.com/smartybridge/smartybridge/p1"
 )
@@ -109,9 +107,7 @@ func (m *haMeter) feed(ctx context.Context) {
 // meters send it), with a CRC that matches.
 func (m *haMeter) message(t *testing.T, text string) {
 	t.Helper()
-	tg := strings.Replace(string(m.plain), "0-0:96.13.0()", "0-0:96.13.0("+strings.ToUpper(hex.EncodeToString([]byte(text)))+")", 1)
-	body := tg[:strings.LastIndexByte(tg, '!')+1]
-	m.plain = []byte(fmt.Sprintf("%s%04X\r\n", body, crc16.Checksum([]byte(body))))
+	m.plain = testenv.WithMessage(m.plain, text)
 	var err error
 	if m.tg, err = p1.Parse(m.plain); err != nil {
 		t.Fatal(err)

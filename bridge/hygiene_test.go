@@ -1,9 +1,7 @@
 package bridge
 
 import (
-	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -11,19 +9,14 @@ import (
 
 	"github.com/smartybridge/smartybridge/decrypt"
 	"github.com/smartybridge/smartybridge/discovery"
-	"github.com/smartybridge/smartybridge/internal/crc16"
 	"github.com/smartybridge/smartybridge/internal/testenv"
 	"github.com/smartybridge/smartybridge/p1"
 )
 
-// withMessage returns the 2026 telegram with text as its message
-// 0-0:96.13.0 (hex, as the meter sends it) and a CRC that matches.
+// withMessage returns the 2026 telegram with text as its message.
 func withMessage(t *testing.T, text string) []byte {
 	t.Helper()
-	tg := string(readFile(t, "smarty-2026.telegram"))
-	tg = strings.Replace(tg, "0-0:96.13.0()", "0-0:96.13.0("+strings.ToUpper(hex.EncodeToString([]byte(text)))+")", 1)
-	body := tg[:strings.LastIndexByte(tg, '!')+1]
-	return []byte(fmt.Sprintf("%s%04X\r\n", body, crc16.Checksum([]byte(body))))
+	return testenv.WithMessage(readFile(t, "smarty-2026.telegram"), text)
 }
 
 func TestStatesHomeAssistantKeeps(t *testing.T) {

@@ -6,16 +6,20 @@ package testenv
 
 import (
 	"bytes"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/smartybridge/smartybridge/internal/crc16"
 )
 
 // Buffer collects what a logger or a running process writes while the
@@ -218,4 +222,13 @@ func (b *Buffer) Len() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Len()
+}
+
+// WithMessage returns telegram with text as its message 0-0:96.13.0 (hex,
+// as meters send it; the telegram must carry an empty one) and the CRC of
+// the result.
+func WithMessage(telegram []byte, text string) []byte {
+	tg := strings.Replace(string(telegram), "0-0:96.13.0()", "0-0:96.13.0("+strings.ToUpper(hex.EncodeToString([]byte(text)))+")", 1)
+	body := tg[:strings.LastIndexByte(tg, '!')+1]
+	return fmt.Appendf([]byte(body), "%04X\r\n", crc16.Checksum([]byte(body)))
 }
