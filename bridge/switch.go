@@ -35,8 +35,17 @@ const maxProbes = 10000
 
 // probe is what was found of a node's earlier discovery.
 type probe struct {
-	ready bool
+	done  chan struct{}   // closed when the retained configs had their time
 	stale map[string]bool // topics of another style holding a config
+}
+
+func (p *probe) ready() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
 }
 
 // switcher finds and moves an instance's discovery of another style; the
@@ -79,7 +88,7 @@ func (s *switcher) add(node string) (start func()) {
 	if _, ok := s.probes[node]; ok || len(s.probes) >= maxProbes {
 		return func() {}
 	}
-	p := &probe{stale: map[string]bool{}}
+	p := &probe{done: make(chan struct{}), stale: map[string]bool{}}
 	s.probes[node] = p
 	ctx := s.ctx
 	return func() { s.wg.Go(func() { s.run(ctx, node, p) }) }
@@ -103,9 +112,7 @@ func (s *switcher) run(ctx context.Context, node string, p *probe) {
 			s.log.Debug("cannot look for discovery of another style", "node", node, "err", err)
 		}
 	}
-	s.mu.Lock()
-	p.ready = true
-	s.mu.Unlock()
+	close(p.done)
 	if s.trigger != nil {
 		s.trigger()
 	}
@@ -113,18 +120,15 @@ func (s *switcher) run(ctx context.Context, node string, p *probe) {
 
 // waitReady waits until node's probe is done (or ctx ends).
 func (s *switcher) waitReady(ctx context.Context, node string) {
-	for ctx.Err() == nil {
-		s.mu.Lock()
-		p, ok := s.probes[node]
-		ready := !ok || p.ready
-		s.mu.Unlock()
-		if ready {
-			return
-		}
-		select {
-		case <-time.After(20 * time.Millisecond):
-		case <-ctx.Done():
-		}
+	s.mu.Lock()
+	p, ok := s.probes[node]
+	s.mu.Unlock()
+	if !ok {
+		return
+	}
+	select {
+	case <-p.done:
+	case <-ctx.Done():
 	}
 }
 
@@ -168,7 +172,7 @@ func (s *switcher) probed(node string, msgs []discovery.Message) (ready bool, st
 	if !ok {
 		return true, nil
 	}
-	if !p.ready {
+	if !p.ready() {
 		return false, nil
 	}
 	current := make(map[string]bool, len(msgs))
