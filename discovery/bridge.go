@@ -78,33 +78,6 @@ func BridgeKeys(mode string) []string {
 	return out
 }
 
-type bridgeComponentJSON struct {
-	Platform            string             `json:"platform,omitempty"`
-	UniqueID            string             `json:"unique_id"`
-	DefaultEntityID     string             `json:"default_entity_id"`
-	Name                string             `json:"name"`
-	StateTopic          string             `json:"state_topic"`
-	ValueTemplate       string             `json:"value_template,omitempty"`
-	PayloadOn           string             `json:"payload_on,omitempty"`
-	PayloadOff          string             `json:"payload_off,omitempty"`
-	JSONAttributesTopic string             `json:"json_attributes_topic,omitempty"`
-	DeviceClass         string             `json:"device_class,omitempty"`
-	StateClass          string             `json:"state_class,omitempty"`
-	UnitOfMeasurement   string             `json:"unit_of_measurement,omitempty"`
-	Options             []string           `json:"options,omitempty"`
-	EntityCategory      string             `json:"entity_category"`
-	Icon                string             `json:"icon,omitempty"`
-	Availability        []availabilityJSON `json:"availability,omitempty"`
-	Device              *deviceJSON        `json:"device,omitempty"`
-	Origin              *originJSON        `json:"origin,omitempty"`
-}
-
-type bridgeConfigJSON struct {
-	Device     deviceJSON                     `json:"device"`
-	Origin     originJSON                     `json:"origin"`
-	Components map[string]bridgeComponentJSON `json:"components"`
-}
-
 func bridgeDeviceInfo(b BridgeDevice, o Options) deviceJSON {
 	name := b.ClientID
 	if !strings.HasPrefix(name, "smartybridge") {
@@ -114,14 +87,14 @@ func bridgeDeviceInfo(b BridgeDevice, o Options) deviceJSON {
 		Model: "smartybridge, " + b.Mode + " mode", SWVersion: o.Version}
 }
 
-func bridgeComponents(b BridgeDevice) []bridgeComponentJSON {
+func bridgeComponents(b BridgeDevice) []componentJSON {
 	id := BridgeID(b.ClientID)
-	var out []bridgeComponentJSON
+	var out []componentJSON
 	for _, e := range bridgeEntities {
 		if e.modes != "" && !strings.Contains(e.modes, b.Mode) {
 			continue
 		}
-		c := bridgeComponentJSON{
+		c := componentJSON{
 			Platform: e.platform, UniqueID: id + "_" + e.key, Name: e.name,
 			DefaultEntityID: e.platform + "." + slug(id+" "+e.key),
 			DeviceClass:     e.deviceClass, StateClass: e.stateClass, UnitOfMeasurement: e.unit,
@@ -155,7 +128,7 @@ func BridgeConfig(b BridgeDevice, style Style, o Options) []Message {
 	dev, org := bridgeDeviceInfo(b, o), origin(o)
 	switch style {
 	case DeviceStyle:
-		cfg := bridgeConfigJSON{Device: dev, Origin: org, Components: map[string]bridgeComponentJSON{}}
+		cfg := deviceConfigJSON{Device: dev, Origin: org, Components: map[string]componentJSON{}}
 		for _, c := range bridgeComponents(b) {
 			cfg.Components[strings.TrimPrefix(c.UniqueID, id+"_")] = c
 		}

@@ -92,15 +92,19 @@ type componentJSON struct {
 	StateTopic      string `json:"state_topic"`
 	// Texts: trimmed (an empty text is published as one space); messages
 	// carry their whole text as the attribute "text".
-	ValueTemplate       string `json:"value_template,omitempty"`
-	JSONAttributesTopic string `json:"json_attributes_topic,omitempty"`
-	DeviceClass         string `json:"device_class,omitempty"`
-	UnitOfMeasurement   string `json:"unit_of_measurement,omitempty"`
-	StateClass          string `json:"state_class,omitempty"`
-	Precision           *int   `json:"suggested_display_precision,omitempty"`
-	EnabledByDefault    *bool  `json:"enabled_by_default,omitempty"`
-	EntityCategory      string `json:"entity_category,omitempty"`
-	Icon                string `json:"icon,omitempty"`
+	ValueTemplate string `json:"value_template,omitempty"`
+	// A binary sensor's payloads (the bridge's MQTT connection).
+	PayloadOn           string   `json:"payload_on,omitempty"`
+	PayloadOff          string   `json:"payload_off,omitempty"`
+	JSONAttributesTopic string   `json:"json_attributes_topic,omitempty"`
+	DeviceClass         string   `json:"device_class,omitempty"`
+	UnitOfMeasurement   string   `json:"unit_of_measurement,omitempty"`
+	StateClass          string   `json:"state_class,omitempty"`
+	Options             []string `json:"options,omitempty"` // an enum's states
+	Precision           *int     `json:"suggested_display_precision,omitempty"`
+	EnabledByDefault    *bool    `json:"enabled_by_default,omitempty"`
+	EntityCategory      string   `json:"entity_category,omitempty"`
+	Icon                string   `json:"icon,omitempty"`
 
 	// Entity-style configs carry the device and availability themselves.
 	Device           *deviceJSON        `json:"device,omitempty"`
@@ -110,10 +114,11 @@ type componentJSON struct {
 }
 
 type deviceConfigJSON struct {
-	Device           deviceJSON               `json:"device"`
-	Origin           originJSON               `json:"origin"`
-	Availability     []availabilityJSON       `json:"availability"`
-	AvailabilityMode string                   `json:"availability_mode"`
+	Device deviceJSON `json:"device"`
+	Origin originJSON `json:"origin"`
+	// None for the bridge's own device: its components have their own.
+	Availability     []availabilityJSON       `json:"availability,omitempty"`
+	AvailabilityMode string                   `json:"availability_mode,omitempty"`
 	Components       map[string]componentJSON `json:"components"`
 }
 
