@@ -696,16 +696,23 @@ func (f *Forwarder) sendDue(ctx context.Context) {
 	}
 }
 
+// unconfirmedLocked counts the frames sent and not yet settled (a sent
+// plain telegram leaves the queue at once). Called with f.mu held.
+func (f *Forwarder) unconfirmedLocked() int {
+	n := 0
+	for _, e := range f.entries {
+		if e.sent {
+			n++
+		}
+	}
+	return n
+}
+
 // checkStuck says once when no decryptor has confirmed anything for a while.
 func (f *Forwarder) checkStuck() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	waiting := 0
-	for _, e := range f.entries {
-		if e.sent {
-			waiting++
-		}
-	}
+	waiting := f.unconfirmedLocked()
 	if waiting == 0 || f.stuck || time.Since(f.lastAck) < f.fo.StuckAfter {
 		return
 	}

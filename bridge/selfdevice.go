@@ -3,11 +3,13 @@ package bridge
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"time"
 
 	"github.com/smartybridge/smartybridge/decrypt"
 	"github.com/smartybridge/smartybridge/discovery"
 	"github.com/smartybridge/smartybridge/metrics"
+	"github.com/smartybridge/smartybridge/p1"
 )
 
 // problemWindow is how long a cause counts for the Problem sensor: 30 s,
@@ -44,11 +46,7 @@ func (b *Bridge) startReport(mode string) {
 		}
 		switch mode {
 		case "bridge":
-			var skipped int64
-			if sc := b.scanner.Load(); sc != nil {
-				skipped = sc.Skipped()
-			}
-			v["bytes_skipped"] = skipped
+			v["bytes_skipped"] = skippedBytes(&b.scanner)
 		case "decrypt":
 			v["rejected_replayed"] = s.Replayed + b.Duplicates()
 			v["meters_served"] = b.onlineMeters()
@@ -60,6 +58,15 @@ func (b *Bridge) startReport(mode string) {
 		return b.conn.up.Load() && b.pub.publish(ctx, topic, payload, 1, true) == nil
 	}
 	b.report = r
+}
+
+// skippedBytes is the reading scanner's count of bytes in no frame; 0
+// before it reads.
+func skippedBytes(sc *atomic.Pointer[p1.Scanner]) int64 {
+	if s := sc.Load(); s != nil {
+		return s.Skipped()
+	}
+	return 0
 }
 
 // noteReject records a rejected frame for the Problem sensor.
@@ -104,25 +111,18 @@ func (f *Forwarder) startReport() {
 			obs.lastValid = time.Unix(0, ns)
 		}
 		f.mu.Lock()
-		queued, unconfirmed := len(f.entries), 0
+		queued, unconfirmed := len(f.entries), f.unconfirmedLocked()
+		// The queue is in the order frames were read: the first encrypted
+		// entry is the oldest no decryptor confirmed.
 		for _, e := range f.entries {
-			if e.plain {
-				continue
-			}
-			if e.sent {
-				unconfirmed++
-			}
-			if obs.oldestUnconfirmed.IsZero() || e.queuedAt.Before(obs.oldestUnconfirmed) {
+			if !e.plain {
 				obs.oldestUnconfirmed = e.queuedAt
+				break
 			}
 		}
 		obs.lastConfirmed = f.lastAck
 		f.mu.Unlock()
-		var skipped int64
-		if sc := f.scanner.Load(); sc != nil {
-			skipped = sc.Skipped()
-		}
-		return obs, diagnostics{"frames_forwarded": f.forwarded.Load(), "bytes_skipped": skipped,
+		return obs, diagnostics{"frames_forwarded": f.forwarded.Load(), "bytes_skipped": skippedBytes(&f.scanner),
 			"frames_queued": queued, "frames_unconfirmed": unconfirmed}
 	}
 	r.publish = func(ctx context.Context, topic string, payload []byte) bool {
@@ -156,9 +156,7 @@ func (b *Bridge) Metrics() metrics.Snapshot {
 		snap.Connected = b.conn.up.Load()
 	default:
 	}
-	if sc := b.scanner.Load(); sc != nil {
-		snap.BytesSkipped = sc.Skipped()
-	}
+	snap.BytesSkipped = skippedBytes(&b.scanner)
 	b.mu.Lock()
 	for _, m := range b.meters {
 		snap.Meters = append(snap.Meters, metrics.Meter{ID: m.id, Telegrams: m.telegrams, Last: m.seen})
@@ -176,8 +174,6 @@ func (f *Forwarder) Metrics() metrics.Snapshot {
 		snap.Connected = f.conn.up.Load()
 	default:
 	}
-	if sc := f.scanner.Load(); sc != nil {
-		snap.BytesSkipped = sc.Skipped()
-	}
+	snap.BytesSkipped = skippedBytes(&f.scanner)
 	return snap
 }
