@@ -97,6 +97,7 @@ func TestMetricsEndpoint(t *testing.T) {
 	for c := uint32(1); c <= 3; c++ {
 		write(decrypt.Seal(nil, key, decrypt.DefaultAuthKey, title, c, telegram))
 	}
+	write(decrypt.Seal(nil, key, decrypt.DefaultAuthKey, title, 3, telegram)) // a replay
 	rejected := 0 // a frame that fails authentication is searched again: its bytes are skipped
 	for c := uint32(4); c <= 5; c++ {
 		b := decrypt.Seal(nil, wrong, decrypt.DefaultAuthKey, title, c, telegram)
@@ -107,8 +108,12 @@ func TestMetricsEndpoint(t *testing.T) {
 	testenv.WaitFor(t, 10*time.Second, "every frame counted", func() bool {
 		f := scrape(t, addr)
 		return value(f, "smartybridge_telegrams_total", "meter=SAG1030700012701") == 3 &&
-			value(f, "smartybridge_frames_rejected_total", "reason=authentication") == 2
+			value(f, "smartybridge_frames_rejected_total", "reason=authentication") == 2 &&
+			value(f, "smartybridge_frames_rejected_total", "reason=replayed") >= 1
 	})
+	if v := value(scrape(t, addr), "smartybridge_frames_rejected_total", "reason=replayed"); v != 1 {
+		t.Errorf("frames_rejected_total{reason=replayed} = %v, want 1 (one replayed frame)", v)
+	}
 	f := scrape(t, addr)
 	for name, want := range map[string]float64{
 		"smartybridge_bytes_read_total":    float64(sent),

@@ -39,7 +39,7 @@ func (b *Bridge) startReport(mode string) {
 		s := b.Stats()
 		v := diagnostics{
 			"telegrams": s.Telegrams, "rejected_authentication": s.AuthFailures, "rejected_no_key": s.NoKey,
-			"rejected_crc": s.CRCErrors, "rejected_malformed": s.Malformed, "rejected_replayed": s.Replayed, "last_telegram": nil,
+			"rejected_crc": s.CRCErrors, "rejected_malformed": s.Malformed, "rejected_replayed": b.Duplicates(), "last_telegram": nil,
 		}
 		if !obs.lastValid.IsZero() {
 			v["last_telegram"] = obs.lastValid.UTC().Format(time.RFC3339)
@@ -48,7 +48,6 @@ func (b *Bridge) startReport(mode string) {
 		case "bridge":
 			v["bytes_skipped"] = skippedBytes(&b.scanner)
 		case "decrypt":
-			v["rejected_replayed"] = s.Replayed + b.Duplicates()
 			v["meters_served"] = b.onlineMeters()
 			v["frames_per_minute"] = rate.add(s.Telegrams)
 		}
@@ -149,7 +148,7 @@ func (b *Bridge) Metrics() metrics.Snapshot {
 	snap := metrics.Snapshot{
 		Version: b.o.Version, BytesRead: b.bytesIn.Load(), StatesPublished: s.States,
 		Rejected: map[string]int64{"authentication": s.AuthFailures, "no_key": s.NoKey, "crc": s.CRCErrors,
-			"malformed": s.Malformed, "replayed": s.Replayed + b.Duplicates()},
+			"malformed": s.Malformed, "replayed": b.Duplicates()},
 	}
 	select {
 	case <-b.ready:
