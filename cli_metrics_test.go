@@ -98,7 +98,7 @@ func TestMetricsEndpoint(t *testing.T) {
 		write(decrypt.Seal(nil, key, decrypt.DefaultAuthKey, title, c, telegram))
 	}
 	write(decrypt.Seal(nil, key, decrypt.DefaultAuthKey, title, 3, telegram)) // a replay
-	rejected := 0 // a frame that fails authentication is searched again: its bytes are skipped
+	rejected := 0                                                             // a frame that fails authentication is searched again: its bytes are skipped
 	for c := uint32(4); c <= 5; c++ {
 		b := decrypt.Seal(nil, wrong, decrypt.DefaultAuthKey, title, c, telegram)
 		rejected += len(b)

@@ -22,14 +22,10 @@ func problemWindow(meterTimeout time.Duration) time.Duration {
 func (b *Bridge) startReport(mode string) {
 	r := newReporter(mode, b.o.MQTT.ClientID, b.o.TopicPrefix, b.log)
 	started, window := time.Now(), problemWindow(b.o.MeterTimeout)
-	var bytesSeen int64
-	var lastByte time.Time
+	var arrived changeTime
 	var rate frameRate
 	r.sample = func(now time.Time) (observation, diagnostics) {
-		if in := b.bytesIn.Load(); in != bytesSeen {
-			bytesSeen, lastByte = in, now
-		}
-		obs := observation{now: now, started: started, window: window, mode: mode, lastByte: lastByte}
+		obs := observation{now: now, started: started, window: window, mode: mode, lastByte: arrived.see(b.bytesIn.Load(), now)}
 		if ns := b.lastValid.Load(); ns != 0 {
 			obs.lastValid = time.Unix(0, ns)
 		}
@@ -57,6 +53,20 @@ func (b *Bridge) startReport(mode string) {
 		return b.conn.up.Load() && b.pub.publish(ctx, topic, payload, 1, true) == nil
 	}
 	b.report = r
+}
+
+// changeTime remembers when a counter last moved.
+type changeTime struct {
+	n  int64
+	at time.Time // zero: never
+}
+
+// see records the counter's value now and returns when it last changed.
+func (c *changeTime) see(n int64, now time.Time) time.Time {
+	if n != c.n {
+		c.n, c.at = n, now
+	}
+	return c.at
 }
 
 // skippedBytes is the reading scanner's count of bytes in no frame; 0
@@ -99,13 +109,9 @@ func bridgeDiscovery(r *reporter, style discovery.Style, o discovery.Options) []
 func (f *Forwarder) startReport() {
 	r := newReporter("forward", f.o.MQTT.ClientID, f.o.TopicPrefix, f.log)
 	started, window := time.Now(), problemWindow(f.o.MeterTimeout)
-	var bytesSeen int64
-	var lastByte time.Time
+	var arrived changeTime
 	r.sample = func(now time.Time) (observation, diagnostics) {
-		if in := f.bytesIn.Load(); in != bytesSeen {
-			bytesSeen, lastByte = in, now
-		}
-		obs := observation{now: now, started: started, window: window, mode: "forward", lastByte: lastByte}
+		obs := observation{now: now, started: started, window: window, mode: "forward", lastByte: arrived.see(f.bytesIn.Load(), now)}
 		if ns := f.lastQueued.Load(); ns != 0 {
 			obs.lastValid = time.Unix(0, ns)
 		}
