@@ -424,7 +424,10 @@ func (d *decryptor) settle(ctx context.Context, id string, k confirmKey, fid, ve
 		if ok {
 			st.settled = settled
 		}
-		if accepted {
+		// Only the frame still in flight clears the mark: a later frame
+		// of the meter may have taken it over meanwhile, and its repeat
+		// must stay a duplicate until its own confirmation is out.
+		if accepted && st.pendingCtr == counter {
 			st.pending = false
 		}
 		d.mu.Unlock()
