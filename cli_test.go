@@ -105,6 +105,39 @@ func TestSIGTERM(t *testing.T) {
 	}
 }
 
+// TestSIGHUP: a closed terminal or a "reload" sends SIGHUP; the bridge
+// stops as cleanly as on SIGTERM (status 0, "offline" published), where it
+// died with status 129 and left its meter online.
+func TestSIGHUP(t *testing.T) {
+	broker := testenv.Mosquitto(t, "")
+	pty := testenv.Socat(t)
+	sub := testenv.Subscribe(t, broker.URL, "smarty/#")
+	cmd, _, stderr := command(map[string]string{
+		"SMARTY_DEVICE": pty.Device, "SMARTY_MQTT_URL": broker.URL, "SMARTY_KEY": testKey, "SMARTY_MQTT_CLIENT_ID": "sighup",
+	})
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sub.WaitValue("smarty/status/sighup", "online", 10*time.Second)
+	frame, _ := os.ReadFile("testdata/smarty-2026.frame")
+	pty.Write(frame)
+	sub.WaitValue("smarty/SAG1030700012701/1-0:1.8.0", "273.764", 5*time.Second)
+	cmd.Process.Signal(syscall.SIGHUP)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("exit after SIGHUP: %v\n%s", err, stderr)
+		}
+	case <-time.After(15 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("no exit after SIGHUP")
+	}
+	sub.WaitValue("smarty/status/sighup", "offline", 5*time.Second)
+	sub.WaitValue("smarty/SAG1030700012701/availability", "offline", 5*time.Second)
+}
+
 // TestDemo runs the README's first command (as the built binary) and
 // checks that a simulated meter shows up on the embedded broker.
 //

@@ -22,6 +22,7 @@ import (
 	"github.com/smartybridge/smartybridge/bridge"
 	"github.com/smartybridge/smartybridge/decrypt"
 	"github.com/smartybridge/smartybridge/discovery"
+	"github.com/smartybridge/smartybridge/internal/statefile"
 )
 
 // envPrefix prefixes every configuration variable: SMARTY_KEY, SMARTY_MODE…
@@ -429,15 +430,26 @@ func defaultClientID(mode, stateDir string) string {
 	}
 	file := filepath.Join(stateDir, "client-id-suffix")
 	suffix := ""
-	if b, err := os.ReadFile(file); err == nil && len(strings.TrimSpace(string(b))) == 6 {
+	// A damaged file (a power cut, a hand edit) gets a new suffix: the
+	// instance is then a new client to the broker, nothing worse.
+	if b, err := os.ReadFile(file); err == nil && isSuffix(strings.TrimSpace(string(b))) {
 		suffix = strings.TrimSpace(string(b))
 	} else {
 		var r [3]byte
 		rand.Read(r[:])
 		suffix = hex.EncodeToString(r[:])
 		if os.MkdirAll(stateDir, 0o700) == nil {
-			os.WriteFile(file, []byte(suffix+"\n"), 0o600)
+			statefile.Write(file, []byte(suffix+"\n"), 0o600) // else drawn anew next run
 		}
 	}
 	return "smartybridge-" + mode + "-" + bridge.TopicSafe(host) + "-" + suffix
+}
+
+// isSuffix reports whether s is a client id suffix: six hex digits.
+func isSuffix(s string) bool {
+	if len(s) != 6 {
+		return false
+	}
+	_, err := hex.DecodeString(s)
+	return err == nil
 }

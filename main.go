@@ -71,7 +71,10 @@ func (e configError) Unwrap() error { return e.err }
 var errNothingDecoded = errors.New("no telegram decoded")
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// SIGHUP too (a closed terminal or SSH session, or a "reload"): a
+	// clean stop, "offline" and the counters saved, never the runtime's
+	// default of dying with status 129. New settings need a restart.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(exitStatus(err, os.Stderr))

@@ -104,7 +104,7 @@ func stressConnection(t *testing.T, plainURL, connURL string, tlsCfg *tls.Config
 				n := b*perBatch + i
 				buf = appendPublish(buf, fmt.Sprintf("%s%d", batchTopics, n), stressPayload("batch", n, 200+n%1500), true)
 			}
-			if sent, err := c.writeBatch(buf); !sent || err != nil {
+			if _, _, sent, err := c.writeBatch(buf); !sent || err != nil {
 				fail <- fmt.Errorf("batch %d: sent=%v err=%v", b, sent, err)
 				return
 			}

@@ -57,10 +57,15 @@ type Stats struct {
 	Announcements int64 // discovery messages published
 	Replayed      int64 // frames dropped because their counter did not grow (bridge mode)
 	Quiet         int64 // spells of bytes without a valid telegram (NoFrameWarning)
+	// Bridge mode: telegrams sent again because the broker had not taken
+	// them (it was away, or the connection died), and telegrams given up
+	// because it stayed away longer than the hold keeps them (hold.go).
+	Resent int64
+	Lost   int64
 }
 
 type counters struct {
-	telegrams, states, dropped, auth, noKey, crc, malformed, decreasing, announcements, replayed, quiet atomic.Int64
+	telegrams, states, dropped, auth, noKey, crc, malformed, decreasing, announcements, replayed, quiet, resent, lost atomic.Int64
 }
 
 // Bridge reads frames, decodes them and publishes Home Assistant discovery,
@@ -83,8 +88,13 @@ type Bridge struct {
 	bytesIn  atomic.Int64
 	counts   counters
 	book     *replayBook
-	keyID    func(decrypt.Title) string
-	logs     *logLimiter
+	// saveState: how saving the book went (saveBook).
+	saveState struct {
+		failures int
+		warned   time.Time
+	}
+	keyID func(decrypt.Title) string
+	logs  *logLimiter
 
 	// Reading goroutine only.
 	streak   map[string]int
@@ -93,6 +103,13 @@ type Bridge struct {
 	stateBuf []byte
 	packets  []byte // QoS 0 packets of one telegram
 	pending  []int  // objects of one telegram to publish
+	// Telegrams the broker has not confirmed (hold.go); lastWrite names
+	// the PINGREQ that closed the last batch (0: none written).
+	held       holdRing
+	redec      *Decoder
+	lastWrite  struct{ gen, ping int64 }
+	warnedLost bool
+	holdBack   bool // older telegrams wait: hold this one too
 
 	// The instance's own device (report.go): nil until Run or RunDecrypt.
 	report     *reporter
@@ -182,6 +199,7 @@ func (b *Bridge) Stats() Stats {
 		Telegrams: c.telegrams.Load(), States: c.states.Load(), Dropped: c.dropped.Load(),
 		AuthFailures: c.auth.Load(), NoKey: c.noKey.Load(), CRCErrors: c.crc.Load(), Malformed: c.malformed.Load(),
 		Decreasing: c.decreasing.Load(), Announcements: c.announcements.Load(), Replayed: c.replayed.Load(), Quiet: c.quiet.Load(),
+		Resent: c.resent.Load(), Lost: c.lost.Load(),
 	}
 }
 
@@ -189,9 +207,7 @@ func (b *Bridge) Stats() Stats {
 // done or src ends (a capture file). On the way out it publishes "offline"
 // and disconnects cleanly.
 func (b *Bridge) Run(ctx context.Context, src io.Reader) error {
-	if err := b.book.load(); err != nil {
-		return err
-	}
+	b.book.load(b.log)
 	// A port (serial or TCP) says it is live: see run.
 	lp, ok := src.(interface{ Live() bool })
 	live := ok && lp.Live()
@@ -203,9 +219,7 @@ func (b *Bridge) Run(ctx context.Context, src io.Reader) error {
 		err := b.read(ctx, src)
 		stop()
 		wg.Wait()
-		if serr := b.book.save(); serr != nil {
-			b.log.Warn("cannot save frame counters", "err", serr)
-		}
+		b.saveBook() // a last time
 		return err
 	})
 }
@@ -266,7 +280,9 @@ func (b *Bridge) run(ctx context.Context, co connectOptions, live bool, body fun
 
 // read is the reading loop: frames in, states out.
 func (b *Bridge) read(ctx context.Context, src io.Reader) error {
-	sc := p1.NewScanner(countingReader{ctx, src, &b.bytesIn})
+	// Held telegrams go out as soon as the broker is back, even while the
+	// port is silent.
+	sc := p1.NewScanner(hookedReader{countingReader{ctx, src, &b.bytesIn}, func() { b.flushHeld(ctx) }})
 	b.scanner.Store(sc)
 	for t := range b.o.Keys.Keys {
 		sc.Know(t) // frames of a configured meter are real where they start
@@ -287,28 +303,68 @@ func (b *Bridge) read(ctx context.Context, src io.Reader) error {
 			continue
 		}
 		if !from.Encrypted {
-			b.handle(ctx, tg, from)
+			b.deliver(ctx, sc, tg, from)
 			continue
 		}
 		sc.Know(from.SystemTitle)
 		// Replay protection: a TCP source or a capture can be replayed.
 		title, kid := decrypt.Title(from.SystemTitle).String(), b.keyID(from.SystemTitle)
-		if !b.book.fresh(title, kid, from.FrameCounter) {
+		at, _ := tg.Time()
+		if !b.replayGuard(title, kid, from.FrameCounter, at) {
 			b.counts.replayed.Add(1)
-			last, _ := b.book.last(title)
-			if ok, held := b.logs.allow("replay " + title); ok {
-				b.log.Warn("a frame whose counter did not grow was dropped (a replayed or repeated stream?)", "meter", title,
-					"counter", from.FrameCounter, "last", last.Counter, "similar_lines_held_back", held)
-			}
 			continue
 		}
-		b.book.commit(title, kid, from.FrameCounter, b.meterID(tg, from))
-		b.handle(ctx, tg, from)
+		b.book.commit(title, kid, from.FrameCounter, b.meterID(tg, from), at)
+		b.deliver(ctx, sc, tg, from)
 	}
+	b.flushHeld(ctx)
 	if err := sc.Err(); err != nil && !errors.Is(err, context.Canceled) {
 		return fmt.Errorf("read meter: %w", err)
 	}
 	return nil
+}
+
+// replayGuard decides whether an authentic frame of title with counter,
+// whose telegram the meter stamped at, is new: its counter grew and it is
+// not of a sequence from before the meter's counter restarted, or it
+// completes the proof of such a restart (replay.go). It says so at WARN,
+// a limited number of times.
+func (b *Bridge) replayGuard(title, kid string, counter uint32, at time.Time) bool {
+	last, _ := b.book.last(title)
+	if b.book.fresh(title, kid, counter) {
+		if !b.book.earlierSequence(title, kid, at) {
+			return true
+		}
+	} else if ok, n := b.book.restarted(title, kid, counter, at); ok {
+		b.log.Warn("the meter restarted its frame counter (a firmware update or a reset?): following the new counter", "meter", title,
+			"counter", counter, "was", last.Counter, "frames", n)
+		return true
+	} else if n > 0 {
+		if ok, _ := b.logs.allow("restart " + title); ok {
+			b.log.Warn(fmt.Sprintf("the meter's frame counter went back while its clock went on; following it after %d such frames in a row", restartAfter),
+				"meter", title, "counter", counter, "was", last.Counter)
+		}
+		return false
+	}
+	if ok, held := b.logs.allow("replay " + title); ok {
+		b.log.Warn("an authentic frame the meter sent before the last one accepted was dropped (a replayed or repeated stream?)", "meter", title,
+			"counter", counter, "last", last.Counter, "similar_lines_held_back", held)
+	}
+	return false
+}
+
+// deliver publishes a telegram of the port after those still held, and
+// holds it until the broker confirms it (hold.go).
+func (b *Bridge) deliver(ctx context.Context, sc *p1.Scanner, tg *p1.Telegram, from p1.Origin) {
+	// Never ahead of an older telegram: Home Assistant would keep its
+	// states as the latest.
+	b.holdBack = !b.flushHeld(ctx)
+	ok := b.handle(ctx, tg, from)
+	b.holdBack = false
+	if ok && b.lastWrite.ping == 0 {
+		return // published through paho (a test's publisher): nothing to confirm
+	}
+	b.keep(sc.Kind(), sc.Frame(), b.lastWrite.gen, b.lastWrite.ping)
 }
 
 // countingReader counts the bytes it passes on and stops at ctx's end:
@@ -355,7 +411,7 @@ func (b *Bridge) handle(ctx context.Context, tg *p1.Telegram, from p1.Origin) bo
 	m.telegrams++
 	b.mu.Unlock()
 
-	ok := b.publishStates(ctx, m, id, tg, !wasOnline)
+	ok := b.publishStates(ctx, m, id, tg, !wasOnline, false)
 	b.counts.telegrams.Add(1)
 	if ok && b.o.OnTelegram != nil {
 		b.o.OnTelegram(id, tg)
@@ -499,11 +555,14 @@ func TopicSafe(s string) string {
 // waiting for a QoS 1 acknowledgement here would hold up every meter behind
 // it (a decryptor serving a thousand meters), and availability is
 // published again after every reconnection anyway.
-func (b *Bridge) publishStates(ctx context.Context, m *meter, id string, tg *p1.Telegram, announce bool) bool {
+//
+// resend: a held telegram (hold.go) whose totals were checked when it was
+// read; later ones have moved the meter's last totals on since.
+func (b *Bridge) publishStates(ctx context.Context, m *meter, id string, tg *p1.Telegram, announce, resend bool) bool {
 	b.pending = b.pending[:0]
 	for i := range tg.Objects {
 		o := &tg.Objects[i]
-		if o.Unused() || !b.monotonic(m, o) {
+		if o.Unused() || !resend && !b.monotonic(m, o) {
 			continue
 		}
 		if _, ok := m.topics[o.OBIS]; !ok {
@@ -512,7 +571,11 @@ func (b *Bridge) publishStates(ctx context.Context, m *meter, id string, tg *p1.
 		b.pending = append(b.pending, i)
 	}
 	availTopic := discovery.AvailabilityTopic(b.o.TopicPrefix, id)
+	b.lastWrite.gen, b.lastWrite.ping = 0, 0
 	if c, ok := b.pub.(*conn); ok {
+		if !c.up.Load() || b.holdBack {
+			return false // held (bridge mode) or sent again by the forwarder (decrypt mode)
+		}
 		b.packets = b.packets[:0]
 		if announce {
 			b.packets = appendPublish(b.packets, availTopic, []byte("online"), true)
@@ -525,10 +588,11 @@ func (b *Bridge) publishStates(ctx context.Context, m *meter, id string, tg *p1.
 				b.packets = appendPublish(b.packets, topic, attrs, true)
 			}
 		}
-		sent, err := c.writeBatch(b.packets)
+		gen, ping, sent, err := c.writeBatch(b.packets)
 		switch {
 		case sent && err == nil:
 			b.counts.states.Add(int64(len(b.pending)))
+			b.lastWrite.gen, b.lastWrite.ping = gen, ping
 			return true
 		case sent:
 			// The connection broke; paho notices and reconnects.

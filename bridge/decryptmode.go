@@ -147,9 +147,7 @@ func (b *Bridge) RunDecrypt(ctx context.Context, o SplitOptions) error {
 	if b.book.file == "" && o.StateDir != "" {
 		b.book = newReplayBook(o.StateDir)
 	}
-	if err := b.book.load(); err != nil {
-		return err
-	}
+	b.book.load(b.log)
 	b.split.Store(d)
 	b.startReport("decrypt")
 	for t, k := range d.keys.byTitle {
@@ -166,7 +164,8 @@ func (b *Bridge) RunDecrypt(ctx context.Context, o SplitOptions) error {
 		d.loop(ctx)
 		wg.Wait()
 		d.wg.Wait()
-		return b.book.save()
+		b.saveBook() // a last time
+		return nil
 	})
 }
 
@@ -262,7 +261,7 @@ func (d *decryptor) follow(title string, payload []byte) {
 		return
 	}
 	if c.KeyID == k.keyID {
-		d.b.book.commit(title, c.KeyID, c.Counter, "")
+		d.b.book.commit(title, c.KeyID, c.Counter, "", time.Time{})
 	}
 }
 
@@ -318,10 +317,8 @@ func (d *decryptor) handle(ctx context.Context, f rawFrame) {
 		d.duplicates.Add(1) // a repeat of the frame whose confirmation is on its way
 		return
 	}
-	if !b.book.fresh(id, k.keyID, h.Counter) {
+	duplicate := func() {
 		d.duplicates.Add(1)
-		last, _ := b.book.last(id)
-		b.log.Debug("duplicate or replayed frame dropped", "meter", id, "counter", h.Counter, "last", last.Counter)
 		d.mu.Lock()
 		due := time.Since(st.lastDup) >= time.Second
 		if due {
@@ -329,8 +326,15 @@ func (d *decryptor) handle(ctx context.Context, f rawFrame) {
 		}
 		d.mu.Unlock()
 		if due {
-			d.settle(ctx, id, k, fid, verdictDup, h.Counter, false, "")
+			d.settle(ctx, id, k, fid, verdictDup, h.Counter, false, "", time.Time{})
 		}
+	}
+	// A repeat of the last accepted frame (a forwarder's re-send) needs no
+	// decrypting; an older counter may be a replay or a meter that
+	// restarted its counter, which only the telegram's clock tells apart.
+	if last, _ := b.book.last(id); !b.book.fresh(id, k.keyID, h.Counter) && h.Counter >= last.Counter {
+		b.log.Debug("duplicate frame dropped", "meter", id, "counter", h.Counter, "last", last.Counter)
+		duplicate()
 		return
 	}
 	tg, from, err := b.dec.Decode(p1.Encrypted, f.payload)
@@ -345,13 +349,18 @@ func (d *decryptor) handle(ctx context.Context, f rawFrame) {
 	d.mu.Lock()
 	st.authFails, st.okAt = 0, time.Now()
 	d.mu.Unlock()
+	at, _ := tg.Time()
+	if !b.replayGuard(id, k.keyID, h.Counter, at) {
+		duplicate()
+		return
+	}
 	meterID := b.meterID(tg, from)
 	if !b.handle(ctx, tg, from) {
 		// The broker did not take the states: no confirmation, so the
 		// forwarder sends the frame again.
 		return
 	}
-	d.settle(ctx, id, k, fid, verdictOK, h.Counter, true, meterID)
+	d.settle(ctx, id, k, fid, verdictOK, h.Counter, true, meterID, at)
 }
 
 // reject settles a frame that failed, and says why: the key is blamed only
@@ -388,14 +397,14 @@ func (d *decryptor) reject(ctx context.Context, id string, k confirmKey, fid str
 		// Settled only for meters whose frames authenticated before: a
 		// forwarder trusts no key for any other meter yet, and noise or
 		// forged frames of made-up meters cost no signature.
-		d.settle(ctx, id, k, fid, verdict, counter, false, "")
+		d.settle(ctx, id, k, fid, verdict, counter, false, "", time.Time{})
 	}
 }
 
 // settle publishes a signed confirmation naming the frame fid with its
 // verdict. For an accepted frame the replay book moves only once the
 // broker took the confirmation; until then the frame counts as in flight.
-func (d *decryptor) settle(ctx context.Context, id string, k confirmKey, fid, verdict string, counter uint32, accepted bool, meterID string) {
+func (d *decryptor) settle(ctx context.Context, id string, k confirmKey, fid, verdict string, counter uint32, accepted bool, meterID string, at time.Time) {
 	b := d.b
 	d.mu.Lock()
 	st := d.state(id)
@@ -418,7 +427,7 @@ func (d *decryptor) settle(ctx context.Context, id string, k confirmKey, fid, ve
 	payload := k.sign(id, &c)
 	finish := func(ok bool) {
 		if ok && accepted {
-			b.book.commit(id, k.keyID, counter, meterID)
+			b.book.commit(id, k.keyID, counter, meterID, at)
 		}
 		d.mu.Lock()
 		if ok {
@@ -498,18 +507,18 @@ func (d *decryptor) handlePlain(ctx context.Context, id string, payload []byte) 
 	b.handle(ctx, tg, from)
 }
 
-// newerStamp compares two DSMR time stamps YYMMDDhhmmss[SW]: a stamp in
-// summer time is an hour ahead of the same digits in winter time, which
-// the digits already say, except in the repeated hour, where S comes
-// first.
+// newerStamp reports whether the DSMR time stamp a (YYMMDDhhmmss[SW]) is
+// a later instant than b. The digits alone would put October's repeated
+// hour (02:00W–02:59W after 02:59S) before the hour it repeats. Stamps
+// without a season letter (DSMR 2.2) cannot be ordered through that hour:
+// any other stamp counts as new.
 func newerStamp(a, b string) bool {
-	if len(a) != 13 || len(b) != 13 {
-		return a != b
+	ta, okA := p1.Value{Text: []byte(a)}.Time()
+	tb, okB := p1.Value{Text: []byte(b)}.Time()
+	if okA && okB {
+		return ta.After(tb)
 	}
-	if a[:12] != b[:12] {
-		return a[:12] > b[:12]
-	}
-	return a[12] == 'W' && b[12] == 'S'
+	return a != b
 }
 
 // encrypted reports whether meter is an encrypted meter: one in the
@@ -529,7 +538,9 @@ func (d *decryptor) warnLimited(key, msg string, args ...any) {
 	d.b.log.Warn(msg, args...)
 }
 
-// saver writes the replay book once a second when it changed.
+// saver writes the replay book once a second when it changed. A state
+// directory that turns read-only or full is said once, with what it
+// costs; then once an hour while it lasts, and once when it works again.
 func (b *Bridge) saver(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
@@ -538,9 +549,31 @@ func (b *Bridge) saver(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := b.book.save(); err != nil {
-				b.log.Warn("cannot save frame counters", "err", err)
-			}
+			b.saveBook()
 		}
+	}
+}
+
+// saveFailureReminder is how often a state directory that still cannot be
+// written is mentioned again.
+const saveFailureReminder = time.Hour
+
+// saveBook saves the replay book and logs the turns of its fortune.
+// Goroutines of the saver and the stop only, one at a time.
+func (b *Bridge) saveBook() {
+	err := b.book.save()
+	s := &b.saveState
+	switch {
+	case err == nil && s.failures > 0:
+		b.log.Info("frame counters saved again", "failed_attempts", s.failures, "file", b.book.file)
+		s.failures = 0
+	case err == nil:
+	case s.failures == 0 || time.Since(s.warned) >= saveFailureReminder:
+		s.failures++
+		s.warned = time.Now()
+		b.log.Warn("cannot save frame counters; replay protection holds within this run only until it works again",
+			"err", err, "failed_attempts", s.failures, "hint", "free space or fix permissions in SMARTY_STATE_DIR")
+	default:
+		s.failures++
 	}
 }

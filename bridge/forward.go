@@ -22,6 +22,7 @@ import (
 	"github.com/smartybridge/smartybridge/decrypt"
 	"github.com/smartybridge/smartybridge/discovery"
 	"github.com/smartybridge/smartybridge/internal/spool"
+	"github.com/smartybridge/smartybridge/internal/statefile"
 	"github.com/smartybridge/smartybridge/p1"
 )
 
@@ -152,14 +153,17 @@ func NewForwarder(o Options, fo ForwardOptions) (*Forwarder, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	sp, err := spool.Open(filepath.Join(fo.StateDir, "queue"), fo.QueueMax)
+	diskBad := err != nil
 	if err != nil {
-		return nil, fmt.Errorf("%w (set SMARTY_STATE_DIR to a writable directory)", err)
+		log.Error("cannot keep the queue on disk; keeping frames in memory (lost if the forwarder stops)",
+			"err", err, "hint", "set SMARTY_STATE_DIR to a writable directory")
+		sp = spool.Broken(err)
 	}
 	f := &Forwarder{
 		o: o, fo: fo, log: log, spool: sp, statusTopic: o.TopicPrefix + "/status/" + o.MQTT.ClientID,
 		ready: make(chan struct{}), wake: make(chan struct{}, 1), titles: map[string]bool{}, pins: map[string]string{},
 		lastAck: time.Now(), resendGap: fo.ResendAfter, logs: newLogLimiter(10*time.Minute, 20),
-		pinFile: filepath.Join(fo.StateDir, "confirm-keys.json"),
+		pinFile: filepath.Join(fo.StateDir, "confirm-keys.json"), diskBad: diskBad,
 	}
 	f.sw = newSwitcher(o.DiscoveryPrefix, o.Discovery, log)
 	f.sw.conn = func() *conn { return f.conn }
@@ -221,8 +225,10 @@ func (f *Forwarder) describe(seq uint64, frame []byte, now time.Time) *entry {
 		id := TopicSafe(string(line))
 		return &entry{seq: seq, id: frameID(frame), topic: f.o.TopicPrefix + "/raw/" + id, title: id, plain: true, queuedAt: now}
 	}
+	// A record cut short (a damaged disk) would hold its meter's later
+	// frames behind it forever: no decryptor settles it.
 	h, err := decrypt.ParseHeader(frame)
-	if err != nil {
+	if err != nil || h.Len != len(frame) {
 		return nil
 	}
 	t := h.Title.String()
@@ -564,14 +570,26 @@ func (f *Forwarder) pin(title string, pub ed25519.PublicKey) {
 	}
 }
 
+// loadPins reads the keys pinned by an earlier run. A file that cannot be
+// read is set aside: the forwarder then trusts, for each meter, the first
+// key that confirms one of its frames again, as on its first start.
 func (f *Forwarder) loadPins() {
 	b, err := os.ReadFile(f.pinFile)
-	if err != nil {
+	if errors.Is(err, os.ErrNotExist) {
 		return
 	}
 	pins := map[string]string{}
-	if json.Unmarshal(b, &pins) != nil {
-		f.log.Warn("confirmation keys unreadable; trusting the next ones", "file", f.pinFile)
+	if err == nil {
+		err = json.Unmarshal(b, &pins)
+	}
+	if err != nil {
+		aside, aerr := statefile.SetAside(f.pinFile)
+		if aerr != nil {
+			aside = "(could not be moved: " + aerr.Error() + ")"
+		}
+		f.log.Warn("pinned confirmation keys unreadable; starting afresh: the first decryptor key that confirms a frame of a meter is trusted again",
+			"file", f.pinFile, "set_aside", aside, "err", err,
+			"hint", "set SMARTY_CONFIRM_KEY to the confirm_key the decryptors log, to trust only that key")
 		return
 	}
 	for t, p := range pins {
@@ -581,10 +599,18 @@ func (f *Forwarder) loadPins() {
 	}
 }
 
-// savePins writes the pinned keys. Called with f.mu held.
+// savePins writes the pinned keys. A forwarder that cannot keep them
+// trusts the next key after a restart, so a failure is said (once per
+// pin; pins are few). Called with f.mu held.
 func (f *Forwarder) savePins() {
-	b, _ := json.Marshal(f.pins)
-	writeFileAtomic(f.pinFile, b, 0o600)
+	b, err := json.Marshal(f.pins)
+	if err == nil {
+		err = statefile.Write(f.pinFile, b, 0o600)
+	}
+	if err != nil {
+		f.log.Warn("cannot save the pinned confirmation key; after a restart the first key that confirms a frame is trusted again",
+			"file", f.pinFile, "err", err, "hint", "free space or fix permissions in SMARTY_STATE_DIR, or set SMARTY_CONFIRM_KEY")
+	}
 }
 
 // sender publishes new frames and re-sends unconfirmed ones, in order.

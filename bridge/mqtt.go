@@ -17,6 +17,8 @@ import (
 
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/smartybridge/smartybridge/internal/statefile"
 )
 
 // MQTTOptions say how to reach the broker.
@@ -49,10 +51,19 @@ type conn struct {
 	takenOver atomic.Int64
 	takeovers atomic.Int64
 	// upSince is when the connection last came up (Unix ns); flaps counts
-	// connections in a row that the broker dropped within seconds.
+	// connections in a row that the broker dropped within seconds although
+	// it was reachable all along (backoff).
 	upSince atomic.Int64
 	flaps   atomic.Int64
-	current atomic.Pointer[lockedConn]
+	// dropped: the last connection was lost (not yet up again);
+	// upAtOnce: the current connection came up at the first attempt after
+	// a drop, so the broker never went away; refused: the last attempt
+	// failed because the broker answered no (a login, an ACL).
+	dropped  atomic.Bool
+	upAtOnce atomic.Bool
+	refused  atomic.Bool
+	current  atomic.Pointer[lockedConn]
+	ping     *pinger
 }
 
 // connectOptions are the hooks of one connection.
@@ -76,7 +87,7 @@ func dial(ctx context.Context, o MQTTOptions, co connectOptions, log *slog.Logge
 	if o.URL == nil {
 		return nil, errors.New("no broker URL")
 	}
-	c := &conn{log: log, url: redactURL(o.URL)}
+	c := &conn{log: log, url: redactURL(o.URL), ping: &pinger{}}
 	if co.keepAlive == 0 {
 		co.keepAlive = 30
 	}
@@ -87,15 +98,17 @@ func dial(ctx context.Context, o MQTTOptions, co connectOptions, log *slog.Logge
 		CleanStartOnInitialConnection: co.sessionExpiry == 0,
 		SessionExpiryInterval:         co.sessionExpiry,
 		ConnectTimeout:                10 * time.Second,
-		ReconnectBackoff:              c.backoff(autopaho.NewExponentialBackoff(time.Second, 30*time.Second, 2*time.Second, 2)),
+		ReconnectBackoff:              c.backoff,
 		ConnectUsername:               o.Username,
 		ConnectPassword:               []byte(o.Password),
 		WillMessage:                   &paho.WillMessage{Topic: co.statusTopic, Payload: []byte("offline"), QoS: 1, Retain: true},
 		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
 			c.upSince.Store(time.Now().UnixNano())
 			n := c.failures.Swap(0)
+			c.upAtOnce.Store(c.dropped.Swap(false) && n == 0)
+			c.refused.Store(false)
 			c.up.Store(true)
-			writeHealth(o.HealthFile, "up")
+			writeHealth(log, o.HealthFile, "up")
 			log.Info("connected to MQTT broker", "broker", c.url, "failed_attempts", n)
 			if co.onUp != nil {
 				co.onUp()
@@ -103,14 +116,19 @@ func dial(ctx context.Context, o MQTTOptions, co connectOptions, log *slog.Logge
 		},
 		OnConnectionDown: func() bool {
 			c.up.Store(false)
-			writeHealth(o.HealthFile, "down")
-			if time.Since(time.Unix(0, c.upSince.Load())) > flapWindow {
+			c.dropped.Store(true)
+			writeHealth(log, o.HealthFile, "down")
+			// A broker that crashed is unreachable for a moment before it
+			// comes back: the connection after it came up only after failed
+			// attempts. A broker that drops a connection it had accepted at
+			// once, within seconds, again and again, is alive and throws
+			// us out: most often another client with our client id, which
+			// mosquitto lets take over without a reason code.
+			if !c.upAtOnce.Load() || time.Since(time.Unix(0, c.upSince.Load())) > flapWindow {
 				c.flaps.Store(0)
-				log.Warn("lost the MQTT broker; reconnecting with backoff (the meter is still read)", "broker", c.url)
+				log.Warn("lost the MQTT broker; reconnecting every second (the meter is still read and its telegrams held)", "broker", c.url)
 				return true
 			}
-			// Dropped right after connecting: most often another client
-			// with our client id, which the broker lets take over.
 			if n := c.flaps.Add(1); n == 2 || n%10 == 0 {
 				log.Warn("the broker drops the connection within seconds of every connect; backing off up to 30 s",
 					"broker", c.url, "times", n, "client_id", o.ClientID,
@@ -123,7 +141,8 @@ func dial(ctx context.Context, o MQTTOptions, co connectOptions, log *slog.Logge
 		OnConnectError:    c.connectError,
 		AttemptConnection: dialKeep(o.TLS, func(lc lockedConn) { c.current.Store(&lc) }),
 		ClientConfig: paho.ClientConfig{
-			ClientID: o.ClientID,
+			ClientID:    o.ClientID,
+			PingHandler: c.ping,
 			OnClientError: func(err error) {
 				log.Debug("mqtt client error", "err", err)
 			},
@@ -171,22 +190,37 @@ func dial(ctx context.Context, o MQTTOptions, co connectOptions, log *slog.Logge
 // flap.
 const flapWindow = 5 * time.Second
 
-// backoff waits at least 30 s after another client took our session over
-// (MQTT 5 reason 0x8E), and 2, 4, … up to 30 s after connections the
-// broker dropped at once (mosquitto 2.0 closes the old connection without
-// a reason code), so that two clients with one id do not throw each other
-// out many times a second.
-func (c *conn) backoff(next func(int) time.Duration) func(int) time.Duration {
-	return func(attempt int) time.Duration {
-		d := next(attempt)
-		if t := c.takenOver.Load(); t != 0 && time.Since(time.Unix(0, t)) < time.Minute {
-			d = max(d, 30*time.Second)
-		}
-		if f := c.flaps.Load(); f > 0 {
-			d = max(d, min(30*time.Second, time.Second<<min(f, 5)))
-		}
-		return d
+// reconnectEvery is the pause between attempts while the broker is away:
+// a broker that comes back is found within about this long. An attempt
+// costs one TCP handshake, and the log stays quiet (connectError).
+const reconnectEvery = time.Second
+
+// backoff is the pause before connection attempt n (0: the first after a
+// drop, or at start). The broker being away (a crash, a restart, a
+// network fault) costs reconnectEvery. Waits are longer only where the
+// broker is there and says no:
+//   - after another client took our session over (MQTT 5 reason 0x8E): 30 s;
+//   - after connections it accepted at once and dropped within seconds
+//     (flaps): 2, 4, … up to 30 s, so that two clients with one id do not
+//     throw each other out many times a second;
+//   - after it refused the connection (login, ACL, protocol): 1, 2, 4, …
+//     up to 30 s, until a person fixes the configuration.
+func (c *conn) backoff(attempt int) time.Duration {
+	var d time.Duration
+	switch {
+	case attempt == 0:
+	case c.refused.Load():
+		d = min(30*time.Second, time.Second<<min(attempt-1, 5))
+	default:
+		d = reconnectEvery
 	}
+	if t := c.takenOver.Load(); t != 0 && time.Since(time.Unix(0, t)) < time.Minute {
+		d = max(d, 30*time.Second)
+	}
+	if f := c.flaps.Load(); f > 0 {
+		d = max(d, min(30*time.Second, time.Second<<min(f, 5)))
+	}
+	return d
 }
 
 func reasonString(p *paho.DisconnectProperties) string {
@@ -201,6 +235,7 @@ func reasonString(p *paho.DisconnectProperties) string {
 func (c *conn) connectError(err error) {
 	n := c.failures.Add(1)
 	var ce *autopaho.ConnackError
+	c.refused.Store(errors.As(err, &ce))
 	var ne net.Error
 	hint := "check that the broker runs at this address and port"
 	switch {
@@ -226,8 +261,9 @@ func (c *conn) connectError(err error) {
 		hint = "no answer from the broker: check the host, the port and any firewall"
 	}
 	// Once at once, again at the third attempt (a pattern by then), then
-	// every tenth.
-	if n == 1 || n == 3 || n%10 == 0 {
+	// about once a minute (attempts are a second apart while the broker
+	// is away).
+	if n == 1 || n == 3 || n%60 == 0 {
 		c.log.Warn("cannot connect to MQTT broker; retrying with backoff", "broker", c.url, "attempt", n, "err", err, "hint", hint)
 		return
 	}
@@ -239,19 +275,23 @@ func (c *conn) publish(ctx context.Context, topic string, payload []byte, qos by
 	return err
 }
 
-// writeBatch writes QoS 0 packets built by appendPublish in one call. ok
-// is false when there is no connection; the caller then publishes through
-// paho, which fails and counts.
-func (c *conn) writeBatch(packets []byte) (ok bool, err error) {
+// writeBatch writes QoS 0 packets built by appendPublish in one call,
+// closed by a PINGREQ whose answer says the broker read them all
+// (pinger.go). ok is false when there is no connection; the caller then
+// publishes through paho, which fails and counts. gen and n name the
+// PINGREQ for pinger.delivered.
+func (c *conn) writeBatch(packets []byte) (gen, n int64, ok bool, err error) {
 	p := c.current.Load()
 	if p == nil || !c.up.Load() {
-		return false, nil
+		return 0, 0, false, nil
 	}
 	lc := *p
+	packets = append(packets, pingReq...)
 	lc.Lock() // the lock paho takes for each of its packets (batch.go)
+	gen, n = c.ping.written(lc)
 	_, err = lc.Write(packets)
 	lc.Unlock()
-	return true, err
+	return gen, n, true, err
 }
 
 func (c *conn) subscribe(ctx context.Context, topics ...string) error {
@@ -286,13 +326,15 @@ func (c *conn) close(ctx context.Context) {
 }
 
 // writeHealth records the connection state for a health check.
-func writeHealth(path, state string) {
+func writeHealth(log *slog.Logger, path, state string) {
 	if path == "" {
 		return
 	}
 	// state, when, and which process: `smartybridge health` fails once
 	// that process is gone, whatever the file says.
-	writeFileAtomic(path, fmt.Appendf(nil, "%s %d %d\n", state, time.Now().Unix(), os.Getpid()), 0o644)
+	if err := statefile.Write(path, fmt.Appendf(nil, "%s %d %d\n", state, time.Now().Unix(), os.Getpid()), 0o644); err != nil {
+		log.Debug("health file not written", "file", path, "err", err)
+	}
 }
 
 // redactURL drops the password from a URL for logs.

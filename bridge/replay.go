@@ -5,13 +5,14 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/smartybridge/smartybridge/decrypt"
+	"github.com/smartybridge/smartybridge/internal/statefile"
 )
 
 // Replay protection. A meter numbers its frames with a counter that only
@@ -21,6 +22,18 @@ import (
 // replayed TCP stream, a recorded capture. When the grid operator changes
 // the key the counter restarts: a frame that authenticates under another
 // key than the last one starts a new sequence.
+//
+// A meter whose counter restarts under the same key (a firmware update, a
+// reset) would look like a replay forever. Its frames still authenticate,
+// and the meter's clock (0-0:1.0.0, inside the encrypted telegram) goes on:
+// restartAfter frames in a row that authenticate, with growing counters
+// below the last accepted one and telegram times after the last accepted
+// telegram's, prove the restart, and the book follows the new counter. A
+// replay cannot fake that: a recorded frame carries the time the meter
+// stamped when it sent it, which is before the last accepted telegram's,
+// and stamping a later time takes the key. The time the new sequence began
+// is kept (Since): frames of the old sequence, whose counters are now
+// above the book's, are replays when they come stamped before it.
 //
 // Only frames that authenticated enter the book, so it holds real meters
 // only; it is kept in <state dir>/counters.json, written when it changed
@@ -36,19 +49,37 @@ type replayEntry struct {
 	Meter string `json:"meter,omitempty"`
 	// Seen is the Unix day of the last frame.
 	Seen int64 `json:"seen,omitempty"`
+	// Time is the meter's clock in the last accepted telegram, Since when
+	// its counter last restarted (Unix seconds; 0: not known).
+	Time  int64 `json:"time,omitempty"`
+	Since int64 `json:"since,omitempty"`
+}
+
+// restartAfter is how many authentic frames in a row, with growing
+// counters below the last accepted one and later telegram times, prove
+// that a meter restarted its counter: 30 s of a Smarty meter, and more
+// than one frame, so that a single frame with a wrong clock proves
+// nothing.
+const restartAfter = 3
+
+// restartStreak counts the frames that speak for a restart.
+type restartStreak struct {
+	n    int
+	last uint32
 }
 
 type replayBook struct {
 	file string // "" keeps the book in memory only
 
-	mu    sync.Mutex
-	m     map[string]replayEntry // by system title in hex
-	ids   map[string]bool        // titles and meter ids in m
-	dirty bool
+	mu      sync.Mutex
+	m       map[string]replayEntry   // by system title in hex
+	ids     map[string]bool          // titles and meter ids in m
+	streaks map[string]restartStreak // titles of m only
+	dirty   bool
 }
 
 func newReplayBook(stateDir string) *replayBook {
-	r := &replayBook{m: map[string]replayEntry{}, ids: map[string]bool{}}
+	r := &replayBook{m: map[string]replayEntry{}, ids: map[string]bool{}, streaks: map[string]restartStreak{}}
 	if stateDir != "" {
 		r.file = filepath.Join(stateDir, "counters.json")
 	}
@@ -72,9 +103,52 @@ func (r *replayBook) last(title string) (replayEntry, bool) {
 	return e, ok
 }
 
-// commit records an accepted frame; it reports whether the book moved
-// (a counter never goes back under the same key).
-func (r *replayBook) commit(title, keyID string, counter uint32, meter string) bool {
+// earlierSequence reports whether a frame of title whose telegram the meter
+// stamped at was made before its counter last restarted: a replay, however
+// high its counter.
+func (r *replayBook) earlierSequence(title, keyID string, at time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.m[title]
+	return ok && e.KeyID == keyID && e.Since != 0 && !at.IsZero() && at.Unix() < e.Since
+}
+
+// restarted takes a frame of title that authenticated under keyID but
+// whose counter is not above the last accepted one, with its telegram's
+// time at. It reports whether the frame completes the proof that the
+// meter restarted its counter (the book then follows it), and how many
+// frames in a row speak for a restart so far.
+func (r *replayBook) restarted(title, keyID string, counter uint32, at time.Time) (bool, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.m[title]
+	if !ok || e.KeyID != keyID || counter >= e.Counter || at.IsZero() || e.Time == 0 || at.Unix() <= e.Time {
+		if ok && e.KeyID == keyID && counter < e.Counter {
+			delete(r.streaks, title) // a replay: the streak starts again
+		}
+		return false, 0
+	}
+	st := r.streaks[title]
+	if st.n > 0 && counter <= st.last {
+		return false, st.n // a repeat of a frame already counted
+	}
+	st.n++
+	st.last = counter
+	if st.n < restartAfter {
+		r.streaks[title] = st
+		return false, st.n
+	}
+	delete(r.streaks, title)
+	e.Counter, e.Time, e.Since, e.Seen = counter, at.Unix(), at.Unix(), time.Now().Unix()/86400
+	r.m[title] = e
+	r.dirty = true
+	return true, st.n
+}
+
+// commit records an accepted frame whose telegram the meter stamped at
+// (zero: no clock); it reports whether the book moved (a counter never
+// goes back under the same key).
+func (r *replayBook) commit(title, keyID string, counter uint32, meter string, at time.Time) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	e, ok := r.m[title]
@@ -84,7 +158,15 @@ func (r *replayBook) commit(title, keyID string, counter uint32, meter string) b
 	if meter == "" && e.KeyID == keyID {
 		meter = e.Meter
 	}
-	r.m[title] = replayEntry{Counter: counter, KeyID: keyID, Meter: meter, Seen: time.Now().Unix() / 86400}
+	ts, since := e.Time, e.Since
+	if e.KeyID != keyID {
+		ts, since = 0, 0
+	}
+	if !at.IsZero() && at.Unix() > ts {
+		ts = at.Unix()
+	}
+	delete(r.streaks, title)
+	r.m[title] = replayEntry{Counter: counter, KeyID: keyID, Meter: meter, Seen: time.Now().Unix() / 86400, Time: ts, Since: since}
 	r.ids[title] = true
 	if meter != "" {
 		r.ids[meter] = true
@@ -101,24 +183,36 @@ func (r *replayBook) encrypted(id string) bool {
 	return r.ids[id]
 }
 
-// load reads the book an earlier run saved.
-func (r *replayBook) load() error {
+// load reads the book an earlier run saved. Nothing here stops the
+// program: a state directory that cannot be made, or a file that cannot be
+// read (a power cut, a full disk, a hand edit), costs replay protection
+// across this restart only, said once at WARN; a damaged file is set aside
+// for a person to look at.
+func (r *replayBook) load(log *slog.Logger) {
 	if r.file == "" {
-		return nil
+		return
 	}
 	if err := os.MkdirAll(filepath.Dir(r.file), 0o700); err != nil {
-		return fmt.Errorf("state directory: %w (set SMARTY_STATE_DIR to a writable directory)", err)
+		log.Warn("cannot use the state directory: replay protection holds within this run only (after a restart a replayed stream is accepted once)",
+			"err", err, "hint", "set SMARTY_STATE_DIR to a writable directory")
+		return
 	}
 	b, err := os.ReadFile(r.file)
 	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
+		return
 	}
 	m := map[string]replayEntry{}
-	if err := json.Unmarshal(b, &m); err != nil {
-		return fmt.Errorf("saved frame counters %s unreadable (%v); move it away to start afresh", r.file, err)
+	if err == nil {
+		err = json.Unmarshal(b, &m)
+	}
+	if err != nil {
+		aside, aerr := statefile.SetAside(r.file)
+		if aerr != nil {
+			aside = "(could not be moved: " + aerr.Error() + ")"
+		}
+		log.Warn("saved frame counters unreadable (a power cut or a full disk?); starting afresh: replay protection restarts from the next frame of each meter",
+			"file", r.file, "set_aside", aside, "err", err)
+		return
 	}
 	today := time.Now().Unix() / 86400
 	r.mu.Lock()
@@ -134,7 +228,6 @@ func (r *replayBook) load() error {
 			r.ids[e.Meter] = true
 		}
 	}
-	return nil
 }
 
 // save writes the book when it changed.
@@ -150,21 +243,11 @@ func (r *replayBook) save() error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(r.file, b, 0o600); err != nil {
+	if err := statefile.Write(r.file, b, 0o600); err != nil {
 		r.markDirty()
 		return err
 	}
 	return nil
-}
-
-// writeFileAtomic writes a temporary file next to path and renames it
-// over path, so that a crash leaves the old file or the new, never half.
-func writeFileAtomic(path string, b []byte, perm os.FileMode) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, perm); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 func (r *replayBook) markDirty() {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/smartybridge/smartybridge/internal/crc16"
 )
@@ -457,11 +458,23 @@ func (t *Telegram) Maker() []byte {
 	return t.Header[:3]
 }
 
-// Codes of the meter's identifiers.
+// Codes of the meter's identifiers and clock.
 var (
 	obisMeterID     = OBIS{0, 0, 42, 0, 0}
 	obisEquipmentID = OBIS{0, 0, 96, 1, 1}
+	obisClock       = OBIS{0, 0, 1, 0, 0}
 )
+
+// Time returns the meter's clock when it made the telegram (0-0:1.0.0, see
+// Value.Time); ok is false when the telegram has no valid one.
+func (t *Telegram) Time() (time.Time, bool) {
+	for i := range t.Objects {
+		if o := &t.Objects[i]; o.OBIS == obisClock {
+			return o.Reading().Time()
+		}
+	}
+	return time.Time{}, false
+}
 
 // MeterID returns the meter's id: the decoded text of 0-0:42.0.0 (Smarty:
 // "SAG…"), else of 0-0:96.1.1 (DSMR), or nil when the telegram has neither.

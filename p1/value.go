@@ -129,6 +129,27 @@ func (v Value) AppendRFC3339(dst []byte) ([]byte, bool) {
 	return append(dst, '1', ':', '0', '0'), true
 }
 
+// Time returns the instant of a timestamp (IsTimestamp): S is summer time,
+// UTC+2; W is winter time, UTC+1. In October's repeated hour 02:30W comes
+// an hour after 02:30S, as it does on the meter. ok is false for anything
+// that is not a valid date and time.
+func (v Value) Time() (time.Time, bool) {
+	if !v.IsTimestamp() {
+		return time.Time{}, false
+	}
+	d := v.Text
+	num := func(i int) int { return int(d[i]-'0')*10 + int(d[i+1]-'0') }
+	mo, day, h, mi, s := num(2), num(4), num(6), num(8), num(10)
+	if mo < 1 || mo > 12 || day < 1 || day > 31 || h > 23 || mi > 59 || s > 60 {
+		return time.Time{}, false
+	}
+	offset := time.Hour
+	if d[12] == 'S' {
+		offset = 2 * time.Hour
+	}
+	return time.Date(2000+num(0), time.Month(mo), day, h, mi, s, 0, time.UTC).Add(-offset), true
+}
+
 // AppendHexText decodes a hex-encoded text value and appends it. ok is
 // false when the value is not hex or the text is not printable (ASCII or
 // UTF-8), so

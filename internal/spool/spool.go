@@ -27,10 +27,16 @@ type Spool struct {
 	dir string
 	max int
 
-	mu   sync.Mutex
-	seqs []uint64 // in order, oldest first
-	next uint64
+	mu     sync.Mutex
+	seqs   []uint64 // in order, oldest first
+	next   uint64
+	broken error // Broken
 }
+
+// Broken returns a spool that keeps nothing: every Append fails with err,
+// so that its user keeps records elsewhere (the forwarder: in memory)
+// when the directory cannot be used at all.
+func Broken(err error) *Spool { return &Spool{max: 1, broken: err} }
 
 // Open opens (or creates) the spool in dir, holding at most limit records.
 func Open(dir string, limit int) (*Spool, error) {
@@ -71,6 +77,9 @@ func (s *Spool) path(seq uint64) string {
 func (s *Spool) Append(data []byte) (seq uint64, dropped int, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.broken != nil {
+		return 0, 0, s.broken
+	}
 	seq = s.next
 	tmp := s.path(seq) + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)

@@ -1,0 +1,62 @@
+package bridge
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/smartybridge/smartybridge/decrypt"
+	"github.com/smartybridge/smartybridge/internal/testenv"
+)
+
+func TestNewerStamp(t *testing.T) {
+	for _, tc := range []struct {
+		a, b string
+		want bool
+	}{
+		{"261025025950S", "261025025940S", true},
+		{"261025025940S", "261025025950S", false},
+		{"261025020000W", "261025025950S", true}, // the repeated hour comes after
+		{"261025025950S", "261025020000W", false},
+		{"261025023000W", "261025023000S", true},
+		{"261025030000W", "261025025950W", true},
+		{"260329030000S", "260329015950W", true}, // spring: 02:00W is 03:00S
+		{"261025020000W", "261025020000W", false},
+		{"261025020000", "261025025950", true}, // no season letter: any other stamp
+		{"261025020000", "261025020000", false},
+	} {
+		if got := newerStamp(tc.a, tc.b); got != tc.want {
+			t.Errorf("newerStamp(%s, %s) = %v, want %v", tc.a, tc.b, got, tc.want)
+		}
+	}
+}
+
+// TestPlainMeterThroughOctober: a plain meter's telegrams through the
+// night summer time ends, one every 10 s, 02:59:50S and then the repeated
+// hour from 02:00:00W, reach Home Assistant's side: none of the repeated
+// hour's is taken for a replay (a whole hour was dropped every October).
+func TestPlainMeterThroughOctober(t *testing.T) {
+	broker := testenv.Mosquitto(t, "")
+	dec, _ := runDecryptor(t, opts(t, broker.URL, "dec", &logBuffer{}, decrypt.Options{}), SplitOptions{StateDir: t.TempDir()})
+	waitOnline(t, broker.URL, "dec")
+	sub := testenv.Subscribe(t, broker.URL, "smarty/SAG1030700000001/0-0:1.0.0")
+	pub := testenv.Subscribe(t, broker.URL)
+	at := time.Date(2026, 10, 25, 0, 59, 30, 0, time.UTC) // 02:59:30 summer time
+	const n = 8
+	for i := range n {
+		local, season := at.Add(2*time.Hour), "S"
+		if !at.Before(time.Date(2026, 10, 25, 1, 0, 0, 0, time.UTC)) {
+			local, season = at.Add(time.Hour), "W"
+		}
+		stamp := local.Format("060102150405") + season
+		publishRaw(t, pub.Client, "smarty/raw/x", plainTelegram(fmt.Sprintf("0-0:1.0.0(%s)", stamp), fmt.Sprintf("1-0:1.8.0(%06d.000*kWh)", 100+i)))
+		at = at.Add(10 * time.Second)
+	}
+	testenv.WaitFor(t, 10*time.Second, "every telegram", func() bool { return dec.Stats().Telegrams == n })
+	if got, _ := sub.Get("smarty/SAG1030700000001/0-0:1.0.0"); got != "2026-10-25T02:00:40+01:00" {
+		t.Errorf("last time %q, want the repeated hour's 02:00:40+01:00", got)
+	}
+	if d := dec.Duplicates(); d != 0 {
+		t.Errorf("%d telegrams of the repeated hour taken for duplicates", d)
+	}
+}
