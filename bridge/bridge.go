@@ -347,7 +347,7 @@ func (b *Bridge) replayGuard(title, kid string, counter uint32, at time.Time) bo
 		return false
 	}
 	if ok, held := b.logs.allow("replay " + title); ok {
-		b.log.Warn("an authentic frame the meter sent before the last one accepted was dropped (a replayed or repeated stream?)", "meter", title,
+		b.log.Warn("a frame whose counter did not grow was dropped: the meter sent it before the last one accepted (a replayed or repeated stream?)", "meter", title,
 			"counter", counter, "last", last.Counter, "similar_lines_held_back", held)
 	}
 	return false

@@ -56,12 +56,11 @@ type rawFrame struct {
 // titleState is what a decryptor keeps about one system title between
 // frames; bounded by an LRU.
 type titleState struct {
-	pending    bool   // a frame's confirmation waits for the broker
-	pendingCtr uint32 // its counter
-	settled    []string
-	authFails  int       // failed authentications in a row
-	lastDup    time.Time // when a duplicate was last answered
-	okAt       time.Time // when a frame last decoded
+	pending    bool         // a frame's confirmation waits for the broker
+	pendingCtr uint32       // its counter
+	authFails  int          // failed authentications in a row
+	okAt       time.Time    // when a frame last decoded
+	confirms   confirmState // settle.go
 }
 
 // plainState is what a decryptor keeps about one unencrypted meter.
@@ -81,7 +80,6 @@ type decryptor struct {
 	titles *lru[*titleState]
 	plain  *lru[*plainState]
 	wg     sync.WaitGroup
-	flight chan struct{} // bounds confirmations waiting for the broker
 
 	logs *logLimiter
 
@@ -126,7 +124,7 @@ func newDecryptor(b *Bridge, o SplitOptions) *decryptor {
 	return &decryptor{
 		b: b, o: o, frames: make(chan rawFrame, 4096), done: make(chan struct{}), keys: newConfirmKeys(b.o.Keys),
 		titles: newLRU[*titleState](8192), plain: newLRU[*plainState](o.MaxPlainMeters),
-		flight: make(chan struct{}, 256), logs: newLogLimiter(10*time.Minute, 20),
+		logs: newLogLimiter(10*time.Minute, 20),
 	}
 }
 
@@ -317,26 +315,9 @@ func (d *decryptor) handle(ctx context.Context, f rawFrame) {
 		d.duplicates.Add(1) // a repeat of the frame whose confirmation is on its way
 		return
 	}
-	duplicate := func() {
-		d.duplicates.Add(1)
-		d.mu.Lock()
-		due := time.Since(st.lastDup) >= time.Second
-		if due {
-			st.lastDup = time.Now()
-		}
-		d.mu.Unlock()
-		if due {
-			d.settle(ctx, id, k, fid, verdictDup, h.Counter, false, "", time.Time{})
-		}
-	}
-	// A repeat of the last accepted frame (a forwarder's re-send) needs no
-	// decrypting; an older counter may be a replay or a meter that
-	// restarted its counter, which only the telegram's clock tells apart.
-	if last, _ := b.book.last(id); !b.book.fresh(id, k.keyID, h.Counter) && h.Counter >= last.Counter {
-		b.log.Debug("duplicate frame dropped", "meter", id, "counter", h.Counter, "last", last.Counter)
-		duplicate()
-		return
-	}
+	// Every frame is decrypted, repeats included (3 µs): only
+	// authentication tells a forwarder's re-send of a real frame, which
+	// must always be answered, from a forgery, which must not crowd it out.
 	tg, from, err := b.dec.Decode(p1.Encrypted, f.payload)
 	if err != nil {
 		d.mu.Lock()
@@ -350,8 +331,15 @@ func (d *decryptor) handle(ctx context.Context, f rawFrame) {
 	st.authFails, st.okAt = 0, time.Now()
 	d.mu.Unlock()
 	at, _ := tg.Time()
-	if !b.replayGuard(id, k.keyID, h.Counter, at) {
-		duplicate()
+	// A repeat of the last accepted frame is a forwarder's re-send; an
+	// older counter a replay, or a meter that restarted its counter,
+	// which only the telegram's clock tells apart (replay.go).
+	last, _ := b.book.last(id)
+	repeat := !b.book.fresh(id, k.keyID, h.Counter) && h.Counter >= last.Counter
+	if repeat || !b.replayGuard(id, k.keyID, h.Counter, at) {
+		d.duplicates.Add(1)
+		b.log.Debug("duplicate frame dropped", "meter", id, "counter", h.Counter, "last", last.Counter)
+		d.settle(ctx, id, k, fid, verdictDup, h.Counter, false, "", time.Time{})
 		return
 	}
 	meterID := b.meterID(tg, from)
@@ -399,64 +387,6 @@ func (d *decryptor) reject(ctx context.Context, id string, k confirmKey, fid str
 		// forged frames of made-up meters cost no signature.
 		d.settle(ctx, id, k, fid, verdict, counter, false, "", time.Time{})
 	}
-}
-
-// settle publishes a signed confirmation naming the frame fid with its
-// verdict. For an accepted frame the replay book moves only once the
-// broker took the confirmation; until then the frame counts as in flight.
-func (d *decryptor) settle(ctx context.Context, id string, k confirmKey, fid, verdict string, counter uint32, accepted bool, meterID string, at time.Time) {
-	b := d.b
-	d.mu.Lock()
-	st := d.state(id)
-	settled := append(append([]string(nil), st.settled...), fid+":"+verdict)
-	if len(settled) > settledKept {
-		settled = settled[len(settled)-settledKept:]
-	}
-	if accepted {
-		st.pending, st.pendingCtr = true, counter
-	}
-	d.mu.Unlock()
-	last, known := b.book.last(id)
-	c := confirmation{Settled: settled}
-	if known && last.KeyID == k.keyID {
-		c.Counter = last.Counter
-	}
-	if accepted {
-		c.Counter = counter
-	}
-	payload := k.sign(id, &c)
-	finish := func(ok bool) {
-		if ok && accepted {
-			b.book.commit(id, k.keyID, counter, meterID, at)
-		}
-		d.mu.Lock()
-		if ok {
-			st.settled = settled
-		}
-		// Only the frame still in flight clears the mark: a later frame
-		// of the meter may have taken it over meanwhile, and its repeat
-		// must stay a duplicate until its own confirmation is out.
-		if accepted && st.pendingCtr == counter {
-			st.pending = false
-		}
-		d.mu.Unlock()
-	}
-	select {
-	case d.flight <- struct{}{}:
-	case <-ctx.Done():
-		finish(false)
-		return
-	}
-	d.wg.Go(func() {
-		defer func() { <-d.flight }()
-		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		err := b.pub.publish(pctx, d.confirmTopic(id), payload, 1, true)
-		if err != nil {
-			b.log.Debug("confirmation not published; the forwarder will send the frame again", "meter", id, "err", err)
-		}
-		finish(err == nil)
-	})
 }
 
 // handlePlain publishes an unencrypted telegram, which carries no
