@@ -53,7 +53,7 @@ type Stats struct {
 	NoKey         int64 // frames of meters without a key
 	CRCErrors     int64 // telegrams with a CRC mismatch
 	Malformed     int64 // telegrams that did not parse
-	Decreasing    int64 // totals not published because they went down
+	Decreasing    int64 // totals not published: they went down, or a plain meter's grew implausibly (totals.go)
 	Announcements int64 // discovery messages published
 	Replayed      int64 // frames dropped because their counter did not grow (bridge mode)
 	Quiet         int64 // spells of bytes without a valid telegram (NoFrameWarning)
@@ -140,8 +140,10 @@ type meter struct {
 
 	// Reading goroutine only.
 	topics    map[p1.OBIS]string
+	authentic bool // its telegrams authenticate (encrypted)
 	last      map[p1.OBIS]float64
-	decreased map[p1.OBIS]bool
+	lastAt    map[p1.OBIS]time.Time
+	down      map[p1.OBIS]downStreak // totals.go
 	texts     map[p1.OBIS]string // the whole text of each message, as last published
 	textsGen  int64              // the connection they went out on
 }
@@ -397,7 +399,8 @@ func (b *Bridge) handle(ctx context.Context, tg *p1.Telegram, from p1.Origin) bo
 	m := b.meters[id]
 	if m == nil {
 		m = &meter{id: id, device: discovery.Device{ID: id, Header: string(tg.Header)}, known: map[p1.OBIS]int{},
-			topics: map[p1.OBIS]string{}, last: map[p1.OBIS]float64{}, decreased: map[p1.OBIS]bool{}, texts: map[p1.OBIS]string{}}
+			topics: map[p1.OBIS]string{}, last: map[p1.OBIS]float64{}, lastAt: map[p1.OBIS]time.Time{}, down: map[p1.OBIS]downStreak{},
+			texts: map[p1.OBIS]string{}, authentic: from.Encrypted}
 		b.meters[id] = m
 		b.log.Info("reading meter", "meter", id, "header", string(tg.Header))
 		defer b.sw.add(id)() // registered now, started after b.mu is released
@@ -411,40 +414,16 @@ func (b *Bridge) handle(ctx context.Context, tg *p1.Telegram, from p1.Origin) bo
 	m.telegrams++
 	b.mu.Unlock()
 
+	if b.implausible(m, tg, now) {
+		b.lastWrite.gen, b.lastWrite.ping = 0, 0
+		return true // dropped: nothing to send again
+	}
 	ok := b.publishStates(ctx, m, id, tg, !wasOnline, false)
 	b.counts.telegrams.Add(1)
 	if ok && b.o.OnTelegram != nil {
 		b.o.OnTelegram(id, tg)
 	}
 	return ok
-}
-
-// monotonic reports whether o may be published: a total that went down is
-// held back and logged (once until it recovers).
-//
-// It runs in the reading goroutine, the only writer of m.known and
-// m.sensors, so it reads them without taking b.mu.
-func (b *Bridge) monotonic(m *meter, o *p1.Object) bool {
-	i, ok := m.known[o.OBIS]
-	if !ok || !m.sensors[i].Monotonic() {
-		return true
-	}
-	f, ok := o.Reading().Float()
-	if !ok {
-		return false
-	}
-	last, seen := m.last[o.OBIS]
-	if seen && f < last {
-		b.counts.decreasing.Add(1)
-		if !m.decreased[o.OBIS] {
-			m.decreased[o.OBIS] = true
-			b.log.Warn("a total went down; not publishing it", "meter", m.id, "obis", o.OBIS.String(), "value", f, "last", last)
-		}
-		return false
-	}
-	m.last[o.OBIS] = f
-	delete(m.decreased, o.OBIS)
-	return true
 }
 
 // AppendState appends the state payload of o: the plain value, RFC 3339
@@ -560,9 +539,10 @@ func TopicSafe(s string) string {
 // read; later ones have moved the meter's last totals on since.
 func (b *Bridge) publishStates(ctx context.Context, m *meter, id string, tg *p1.Telegram, announce, resend bool) bool {
 	b.pending = b.pending[:0]
+	now := time.Now()
 	for i := range tg.Objects {
 		o := &tg.Objects[i]
-		if o.Unused() || !resend && !b.monotonic(m, o) {
+		if o.Unused() || !resend && !b.monotonic(m, o, now) {
 			continue
 		}
 		if _, ok := m.topics[o.OBIS]; !ok {

@@ -65,7 +65,12 @@ type titleState struct {
 
 // plainState is what a decryptor keeps about one unencrypted meter.
 type plainState struct {
-	lastTime string // the telegram's 0-0:1.0.0, which must grow
+	lastTime string    // the telegram's 0-0:1.0.0, which must grow
+	lastAt   time.Time // when it came (host time)
+	// Stamps in a row before lastTime, growing among themselves: a clock
+	// set back, or a forged stamp before them (plainStampOK).
+	back     int
+	backLast string
 }
 
 // decryptor is the decrypt-mode part of a Bridge.
@@ -421,7 +426,7 @@ func (d *decryptor) handlePlain(ctx context.Context, id string, payload []byte) 
 		d.warnLimited("plainmax", "more unencrypted meters than SMARTY_PLAIN_METERS allows; refused", "meter", meter, "max", d.o.MaxPlainMeters)
 		return
 	}
-	if known && stamp != "" && !newerStamp(stamp, ps.lastTime) {
+	if known && stamp != "" && !d.plainStampOK(meter, ps, stamp) {
 		d.mu.Unlock()
 		d.duplicates.Add(1)
 		return
@@ -431,10 +436,44 @@ func (d *decryptor) handlePlain(ctx context.Context, id string, payload []byte) 
 		d.plain.put(meter, ps)
 	}
 	if stamp != "" {
-		ps.lastTime = stamp
+		ps.lastTime, ps.lastAt, ps.back = stamp, time.Now(), 0
 	}
 	d.mu.Unlock()
 	b.handle(ctx, tg, from)
+}
+
+// plainStampOK decides whether a plain telegram stamped stamp is new. A
+// repeat, or a stamp before the last one, is not; but such stamps,
+// downAfter in a row and growing among themselves, are followed (a clock
+// set back, or a forged stamp before them: forged plain telegrams must
+// not block the real ones), and a stamp further ahead of the last than
+// the time since it came, plus an hour, is not believed (forged?) and not
+// remembered. Called with d.mu held.
+func (d *decryptor) plainStampOK(meter string, ps *plainState, stamp string) bool {
+	if stamp == ps.lastTime {
+		return false
+	}
+	if !newerStamp(stamp, ps.lastTime) {
+		if ps.back > 0 && !newerStamp(stamp, ps.backLast) {
+			ps.back = 0
+		}
+		ps.back++
+		ps.backLast = stamp
+		if ps.back < downAfter {
+			return false
+		}
+		d.warnLimited("plainback "+meter, fmt.Sprintf("a plain meter's clock went back and stayed back for %d telegrams: following it (its clock was set, or a forged telegram was stamped ahead)", downAfter),
+			"meter", meter, "stamp", stamp, "was", ps.lastTime)
+		return true
+	}
+	next, ok1 := p1.Value{Text: []byte(stamp)}.Time()
+	last, ok2 := p1.Value{Text: []byte(ps.lastTime)}.Time()
+	if ok1 && ok2 && next.Sub(last) > time.Since(ps.lastAt)+time.Hour {
+		d.warnLimited("plainahead "+meter, "a plain telegram is stamped far ahead of the meter's clock; ignored (forged?)", "meter", meter, "stamp", stamp, "last", ps.lastTime,
+			"hint", "restrict who may publish on "+d.b.o.TopicPrefix+"/raw/# with the broker's ACL (README, split mode)")
+		return false
+	}
+	return true
 }
 
 // newerStamp reports whether the DSMR time stamp a (YYMMDDhhmmss[SW]) is
