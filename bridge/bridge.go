@@ -144,8 +144,8 @@ type meter struct {
 	last      map[p1.OBIS]float64
 	lastAt    map[p1.OBIS]time.Time
 	down      map[p1.OBIS]downStreak // totals.go
-	texts     map[p1.OBIS]string // the whole text of each message, as last published
-	textsGen  int64              // the connection they went out on
+	texts     map[p1.OBIS]string     // the whole text of each message, as last published
+	textsGen  int64                  // the connection they went out on
 }
 
 // New checks the options and prepares a Bridge.

@@ -83,7 +83,9 @@ func TestForgedPlainTelegramsCannotBlock(t *testing.T) {
 		publishRaw(t, pub.Client, "smarty/raw/x", plainTelegram("0-0:1.0.0("+stamp+")", fmt.Sprintf("1-0:1.8.0(%010.3f*kWh)", kWh)))
 		time.Sleep(30 * time.Millisecond)
 	}
-	real := func(i int) (time.Time, float64) { return t0.Add(time.Duration(i) * 10 * time.Second), 100 + float64(i)/10 }
+	real := func(i int) (time.Time, float64) {
+		return t0.Add(time.Duration(i) * 10 * time.Second), 100 + float64(i)/10
+	}
 
 	send(real(0))
 	send(t0.Add(5*time.Second), 999999) // an implausible total
