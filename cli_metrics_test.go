@@ -116,9 +116,11 @@ func TestMetricsEndpoint(t *testing.T) {
 	}
 	f := scrape(t, addr)
 	for name, want := range map[string]float64{
-		"smartybridge_bytes_read_total":    float64(sent),
-		"smartybridge_bytes_skipped_total": float64(len(noise) + rejected),
-		"smartybridge_mqtt_connected":      1,
+		"smartybridge_bytes_read_total":       float64(sent),
+		"smartybridge_bytes_skipped_total":    float64(len(noise) + rejected),
+		"smartybridge_mqtt_connected":         1,
+		"smartybridge_telegrams_lost_total":   0,
+		"smartybridge_telegrams_resent_total": 0,
 	} {
 		if got := value(f, name); got != want {
 			t.Errorf("%s = %v, want %v", name, got, want)

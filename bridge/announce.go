@@ -211,5 +211,5 @@ func (b *Bridge) shutdown() {
 	b.conn.close(ctx)
 	s := b.Stats()
 	b.log.Info("stopped", "telegrams", s.Telegrams, "states", s.States, "dropped", s.Dropped,
-		"auth_failures", s.AuthFailures, "crc_errors", s.CRCErrors, "malformed", s.Malformed)
+		"auth_failures", s.AuthFailures, "crc_errors", s.CRCErrors, "malformed", s.Malformed, "resent", s.Resent, "lost", s.Lost)
 }

@@ -423,7 +423,7 @@ func (d *decryptor) handlePlain(ctx context.Context, id string, payload []byte) 
 	if !known && d.plain.len() >= d.o.MaxPlainMeters {
 		d.mu.Unlock()
 		d.plainRefused.Add(1)
-		d.warnLimited("plainmax", "more unencrypted meters than SMARTY_PLAIN_METERS allows; refused", "meter", meter, "max", d.o.MaxPlainMeters)
+		d.warnLimited("plainmax", "more unencrypted meters than a decryptor serves; refused (forged?)", "meter", meter, "max", d.o.MaxPlainMeters)
 		return
 	}
 	if known && stamp != "" && !d.plainStampOK(meter, ps, stamp) {

@@ -308,3 +308,47 @@ func (s *reconnectingSubscriber) dump(topic string) []string {
 	}
 	return out
 }
+
+// TestHoldIsBounded: the broker stays away while 40 telegrams are read.
+// The last holdMax are sent when it is back, the older ones are given up,
+// counted, and said once.
+func TestHoldIsBounded(t *testing.T) {
+	broker := testenv.Mosquitto(t, "")
+	m := sim.New(sim.Options{Start: time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC), Seed: 8, Counter: 1000})
+	keys := decrypt.Options{Keys: map[decrypt.Title]decrypt.Key{m.Title(): sim.DemoKey}}
+	stamp := "smarty/" + m.ID() + "/0-0:1.0.0"
+	logs := &logBuffer{}
+	src := &slowReader{}
+	h := start(t, testOptions(broker.URL, logs, keys), src)
+	<-h.b.ready
+	testenv.WaitFor(t, 10*time.Second, "connected", func() bool { return h.b.conn.up.Load() })
+	broker.Stop()
+	testenv.WaitFor(t, 10*time.Second, "disconnected", func() bool { return !h.b.conn.up.Load() })
+	at := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+	for range 40 {
+		src.feed(m.Frame(nil, at))
+		at = at.Add(10 * time.Second)
+	}
+	testenv.WaitFor(t, 10*time.Second, "40 telegrams read", func() bool { return h.b.Stats().Telegrams == 40 })
+	broker.Start()
+	eyes := subscribeThrough(t, broker.URL, stamp)
+	testenv.WaitFor(t, 10*time.Second, "the held telegrams", func() bool { return h.b.Stats().Resent == holdMax })
+	testenv.WaitFor(t, 5*time.Second, "the latest state", func() bool { return eyes.distinct(stamp) >= 1 })
+	if s := h.b.Stats(); s.Lost != 40-holdMax {
+		t.Errorf("%d telegrams given up, want %d", s.Lost, 40-holdMax)
+	}
+	if n := strings.Count(logs.String(), "giving up the oldest held telegrams"); n != 1 {
+		t.Errorf("%d warnings about giving up, want 1", n)
+	}
+	// The newest holdMax telegrams arrive, the oldest do not.
+	testenv.WaitFor(t, 5*time.Second, "the held telegrams seen", func() bool { return eyes.distinct(stamp) == holdMax })
+	seen := map[string]bool{}
+	for _, s := range eyes.dump(stamp) {
+		seen[s] = true
+	}
+	newest := at.Add(-10 * time.Second).Add(2 * time.Hour).Format("2006-01-02T15:04:05") + "+02:00"
+	oldest := time.Date(2026, 6, 1, 2, 0, 0, 0, time.UTC).Format("2006-01-02T15:04:05") + "+02:00"
+	if !seen[newest] || seen[oldest] {
+		t.Errorf("newest seen %v, oldest seen %v: want the newest only", seen[newest], seen[oldest])
+	}
+}

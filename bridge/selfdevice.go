@@ -152,7 +152,7 @@ func (f *Forwarder) announceSelf(ctx context.Context) {
 func (b *Bridge) Metrics() metrics.Snapshot {
 	s := b.Stats()
 	snap := metrics.Snapshot{
-		Version: b.o.Version, BytesRead: b.bytesIn.Load(), StatesPublished: s.States,
+		Version: b.o.Version, BytesRead: b.bytesIn.Load(), StatesPublished: s.States, TelegramsResent: s.Resent, TelegramsLost: s.Lost,
 		Rejected: map[string]int64{"authentication": s.AuthFailures, "no_key": s.NoKey, "crc": s.CRCErrors,
 			"malformed": s.Malformed, "replayed": b.Duplicates()},
 	}

@@ -42,6 +42,10 @@ type Snapshot struct {
 	BytesRead       int64
 	BytesSkipped    int64
 	StatesPublished int64
+	// Bridge mode: telegrams sent again after the broker came back, and
+	// given up because it stayed away too long.
+	TelegramsResent int64
+	TelegramsLost   int64
 	Rejected        map[string]int64 // by reason
 	Meters          []Meter
 	// Forward mode only.
@@ -80,6 +84,10 @@ func writeOwn(w io.Writer, s Snapshot) {
 	} else {
 		family("smartybridge_states_published_total", "counter", "State messages published.")
 		fmt.Fprintf(w, "smartybridge_states_published_total %d\n", s.StatesPublished)
+		family("smartybridge_telegrams_resent_total", "counter", "Telegrams held while the broker was away (or not confirmed by it) and sent again.")
+		fmt.Fprintf(w, "smartybridge_telegrams_resent_total %d\n", s.TelegramsResent)
+		family("smartybridge_telegrams_lost_total", "counter", "Telegrams given up because the broker stayed away longer than they are held.")
+		fmt.Fprintf(w, "smartybridge_telegrams_lost_total %d\n", s.TelegramsLost)
 		family("smartybridge_frames_rejected_total", "counter", "Frames rejected, by reason.")
 		reasons := make([]string, 0, len(s.Rejected))
 		for r := range s.Rejected {
