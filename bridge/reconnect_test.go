@@ -346,7 +346,7 @@ func TestHoldIsBounded(t *testing.T) {
 	for _, s := range eyes.dump(stamp) {
 		seen[s] = true
 	}
-	newest := at.Add(-10 * time.Second).Add(2 * time.Hour).Format("2006-01-02T15:04:05") + "+02:00"
+	newest := at.Add(-10*time.Second).Add(2*time.Hour).Format("2006-01-02T15:04:05") + "+02:00"
 	oldest := time.Date(2026, 6, 1, 2, 0, 0, 0, time.UTC).Format("2006-01-02T15:04:05") + "+02:00"
 	if !seen[newest] || seen[oldest] {
 		t.Errorf("newest seen %v, oldest seen %v: want the newest only", seen[newest], seen[oldest])
