@@ -273,8 +273,6 @@ func (t *Telegram) parseLine(line int, l []byte, strict bool) *SyntaxError {
 			return syntaxError(line, l, "unexpected blank line")
 		}
 		return nil
-	case strict && line == 2:
-		return syntaxError(line, l, "a blank line must follow the identification line")
 	case l[0] == '(':
 		// DSMR 2/3 put a gas reading on a line of its own after its object.
 		if len(t.Objects) == 0 {
@@ -477,8 +475,9 @@ func (t *Telegram) Time() (time.Time, bool) {
 }
 
 // MeterID returns the meter's id: the decoded text of 0-0:42.0.0 (Smarty:
-// "SAG…"), else of 0-0:96.1.1 (DSMR), or nil when the telegram has neither.
-// The bytes are valid until the next Parse.
+// "SAG…"), else of 0-0:96.1.1 (DSMR), without the spaces some meters pad
+// it with, or nil when the telegram has neither. The bytes are valid until
+// the next Parse.
 func (t *Telegram) MeterID() []byte {
 	if len(t.meter) > 0 {
 		return t.meter
@@ -488,8 +487,8 @@ func (t *Telegram) MeterID() []byte {
 		o := &t.Objects[i]
 		switch o.OBIS {
 		case obisMeterID:
-			if id, ok := o.Values[0].AppendHexText(t.meter[:0]); ok && len(id) > 0 {
-				t.meter = id
+			if id, ok := o.Values[0].AppendHexText(t.meter[:0]); ok && len(bytes.TrimSpace(id)) > 0 {
+				t.meter = bytes.TrimSpace(id)
 				return t.meter
 			}
 		case obisEquipmentID:
@@ -497,8 +496,8 @@ func (t *Telegram) MeterID() []byte {
 		}
 	}
 	if alt != nil {
-		if id, ok := (Value{Text: alt}).AppendHexText(t.meter[:0]); ok && len(id) > 0 {
-			t.meter = id
+		if id, ok := (Value{Text: alt}).AppendHexText(t.meter[:0]); ok && len(bytes.TrimSpace(id)) > 0 {
+			t.meter = bytes.TrimSpace(id)
 			return t.meter
 		}
 	}

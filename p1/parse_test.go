@@ -158,7 +158,8 @@ func TestParseErrors(t *testing.T) {
 		{"obis out of range", withCRC(strings.Replace(good, "0-0:96.3.10(1)", "0-0:960.3.10(1)", 1)), nil, []int{15}},
 		{"no crc, well formed", []byte(good[:strings.IndexByte(good, '!')+1] + "\r\n"), nil, nil},
 		{"no crc, bad line", []byte(strings.Replace(good[:strings.IndexByte(good, '!')+1]+"\r\n", "0-0:96.3.10(1)", "0-0:96.3.10(1", 1)), ErrMalformed, nil},
-		{"no crc, no blank line", []byte(strings.Replace(good[:strings.IndexByte(good, '!')+1]+"\r\n", "_D\r\n\r\n", "_D\r\n", 1)), ErrMalformed, nil},
+		// Kamstrup's DSMR 2.2 meters send no blank line (issue 20).
+		{"no crc, no blank line", []byte(strings.Replace(good[:strings.IndexByte(good, '!')+1]+"\r\n", "_D\r\n\r\n", "_D\r\n", 1)), nil, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

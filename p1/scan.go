@@ -369,17 +369,46 @@ func telegramByte(c byte) bool {
 	return c >= 0x20 && c < 0x7F || c == '\r' || c == '\n'
 }
 
+// maxIdentLen bounds the identification line, which alone may hold any
+// byte (Iskra's "\2" written as the byte 0x02, an 0xAB): it is
+// informative, and the CRC still covers it. DSMR gives it 5 + 1 + 32
+// characters.
+const maxIdentLen = 96
+
+// identByte reports whether c may appear in the identification line.
+func identByte(c byte) bool {
+	return c != '\n' && c != '/' && c != '!' && c != 0xDB
+}
+
+// splitPlain frames a DSMR telegram: from '/' to '!' and its CRC, one to
+// four hex digits (meters that drop leading zeros send fewer), or none
+// from DSMR 2/3 meters. The telegram ends there: a line end after it is
+// taken along, and whatever else follows (the next telegram, noise) is
+// the next candidate's start. Only while the buffered bytes end inside
+// the CRC does it wait for more; at the end of the input, or after a
+// pause on a live port, the digits it has are all there is.
 func (s *Scanner) splitPlain(data []byte, atEnd bool) (int, Kind) {
 	limit := min(len(data), MaxTelegramLen)
 	bang := -1
+	ident := true // in the identification line
 	// Bytes before s.checked were seen on an earlier call: none was '!'.
-	for i := max(s.checked, 1); i < limit; i++ {
+	i := max(s.checked, 1)
+	if i > 1 {
+		ident = bytes.IndexByte(data[1:i], '\n') < 0
+	}
+	for ; i < limit; i++ {
 		c := data[i]
 		if c == '!' {
 			bang = i
 			break
 		}
-		if !telegramByte(c) || c == '/' {
+		switch {
+		case ident && c == '\n':
+			ident = false
+		case ident && i > maxIdentLen:
+			return 1, 0
+		case ident && identByte(c):
+		case !telegramByte(c) || c == '/':
 			// A '/' before '!' means this was not the start of the telegram.
 			return 1, 0
 		}
@@ -391,49 +420,57 @@ func (s *Scanner) splitPlain(data []byte, atEnd bool) (int, Kind) {
 		}
 		return needOrSkip(atEnd)
 	}
-	// "!XXXX\r\n" with a CRC of four hex digits (one to three from meters
-	// that drop leading zeros), or "!\r\n" from DSMR 2/3 meters that send
-	// none.
 	tail := data[bang+1:]
 	digits := 0
-	for digits < len(tail) && digits <= 4 && isHex(tail[digits]) {
+	for digits < len(tail) && digits < 4 && isHex(tail[digits]) {
 		digits++
 	}
-	switch {
-	case digits > 4:
-		return 1, 0
-	case digits == len(tail), tail[digits] == '\r' && len(tail) < digits+2:
-		return needOrSkip(atEnd)
+	// Whether the line end comes must not depend on how the bytes arrive:
+	// wait for the byte after the digits, and for the LF after a CR.
+	if !atEnd && (digits == len(tail) || tail[digits] == '\r' && digits+1 == len(tail)) {
+		return 0, 0
 	}
-	e := lineEnd(tail[digits:])
-	if e < 0 {
-		return 1, 0
+	// The CRC is the longest run of digits that verifies: "!ABC" followed
+	// by a next telegram's hex-looking byte, or a zero-dropping meter's
+	// three digits, still end right.
+	n := -1
+	for d := digits; d >= 1; d-- {
+		if crc16.Verify(data[:bang+1], tail[:d]) {
+			n = bang + 1 + d
+			break
+		}
 	}
-	if digits == 0 {
-		if !wellFormed(data[:bang+1]) {
+	if n < 0 {
+		// No CRC that verifies: a DSMR 2/3 telegram, which carries none
+		// (what looked like digits is the next thing in the stream), if it
+		// is well formed and does not say it is DSMR 4 or later, which
+		// always carry one; else a damaged telegram.
+		if digits > 0 && bytes.Contains(data[:bang], versionLine) || !wellFormed(data[:bang+1]) {
+			if digits > 0 {
+				s.stats.BadCRC++
+			}
 			return 1, 0
 		}
-		return bang + 1 + e, Plain
+		n = bang + 1
 	}
-	if !crc16.Verify(data[:bang+1], tail[:digits]) {
-		s.stats.BadCRC++
-		return 1, 0
+	return n + lineEndAfter(data[n:]), Plain
+}
+
+// versionLine starts the P1 version object that DSMR 4 and later send.
+var versionLine = []byte("\n1-3:0.2.8(")
+
+// lineEndAfter returns the length of the line end at the start of b: CR
+// LF, a lone LF, a lone CR (damaged), or none.
+func lineEndAfter(b []byte) int {
+	switch {
+	case len(b) >= 2 && b[0] == '\r' && b[1] == '\n':
+		return 2
+	case len(b) >= 1 && (b[0] == '\n' || b[0] == '\r'):
+		return 1
 	}
-	return bang + 1 + digits + e, Plain
+	return 0
 }
 
 func isHex(c byte) bool {
 	return c >= '0' && c <= '9' || c >= 'A' && c <= 'F' || c >= 'a' && c <= 'f'
-}
-
-// lineEnd returns the length of the line end at the start of b: 2 for CR LF,
-// 1 for a lone LF, -1 otherwise.
-func lineEnd(b []byte) int {
-	switch {
-	case len(b) >= 2 && b[0] == '\r' && b[1] == '\n':
-		return 2
-	case len(b) >= 1 && b[0] == '\n':
-		return 1
-	}
-	return -1
 }

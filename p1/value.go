@@ -13,7 +13,8 @@ type Value struct {
 	Unit []byte
 }
 
-// IsTimestamp reports whether the value is YYMMDDhhmmss followed by S or W.
+// IsTimestamp reports whether the value is YYMMDDhhmmss followed by S or W
+// (summer or winter time; some meters write them in lower case).
 func (v Value) IsTimestamp() bool {
 	if len(v.Text) != 13 || v.Unit != nil {
 		return false
@@ -23,9 +24,15 @@ func (v Value) IsTimestamp() bool {
 			return false
 		}
 	}
-	s := v.Text[12]
-	return s == 'S' || s == 'W'
+	switch v.Text[12] {
+	case 'S', 'W', 's', 'w':
+		return true
+	}
+	return false
 }
+
+// summer reports whether a timestamp's season letter says summer time.
+func summer(season byte) bool { return season == 'S' || season == 's' }
 
 // IsNumber reports whether the value is a decimal number: an optional sign,
 // digits, optionally '.' and more digits.
@@ -123,7 +130,7 @@ func (v Value) AppendRFC3339(dst []byte) ([]byte, bool) {
 	}
 	dst = append(dst, '2', '0', d[0], d[1], '-', d[2], d[3], '-', d[4], d[5], 'T',
 		d[6], d[7], ':', d[8], d[9], ':', d[10], d[11], '+', '0')
-	if d[12] == 'S' {
+	if summer(d[12]) {
 		return append(dst, '2', ':', '0', '0'), true
 	}
 	return append(dst, '1', ':', '0', '0'), true
@@ -144,7 +151,7 @@ func (v Value) Time() (time.Time, bool) {
 		return time.Time{}, false
 	}
 	offset := time.Hour
-	if d[12] == 'S' {
+	if summer(d[12]) {
 		offset = 2 * time.Hour
 	}
 	return time.Date(2000+num(0), time.Month(mo), day, h, mi, s, 0, time.UTC).Add(-offset), true
