@@ -138,7 +138,7 @@ func (o oneByteReader) Read(p []byte) (int, error) {
 func FuzzStream(f *testing.F) {
 	items := streamItems(f)
 	opener := streamOpener(f)
-	f.Add([]byte{0, 1, 0, 0, 1, 0})                   // a telegram without line end, twice
+	f.Add([]byte{0, 1, 0, 0, 1, 0})                  // a telegram without line end, twice
 	f.Add([]byte{7, 0, 0, 8, 1, 3, 0xDB, 0x08, 'S'}) // a false header before a telegram
 	f.Add([]byte{3, 0, 5, 0xDB, 0x08, 0, 0, 0, 4, 0, 0, 1, 1, 0, 2, 2, 0, 5, 3, 0, 6, 4, 0})
 	f.Add([]byte{9, 1, 0, 9, 1, 0, 8, 2, 2, '/', 'X'})
