@@ -72,15 +72,16 @@ type ForwardOptions struct {
 }
 
 type entry struct {
-	seq      uint64 // in the spool; 0 when held in memory
-	data     []byte // the frame, when held in memory
-	id       string // frameID
-	topic    string
-	title    string
-	plain    bool
-	sent     bool
-	sentAt   time.Time
-	queuedAt time.Time
+	seq       uint64 // in the spool; 0 when held in memory
+	data      []byte // the frame, when held in memory
+	id        string // frameID
+	topic     string
+	title     string
+	plain     bool
+	sent      bool
+	sentAt    time.Time
+	firstSent time.Time
+	queuedAt  time.Time
 }
 
 // Forwarder is forward mode.
@@ -681,7 +682,14 @@ func (f *Forwarder) sendDue(ctx context.Context) {
 		if inFlight[e.title] {
 			continue
 		}
-		inFlight[e.title] = true
+		// A meter no decryptor has confirmed yet gets no answer for a
+		// frame that does not authenticate (a frame cut short, a false
+		// header): after ResendAfter its next frame goes too, or the
+		// damaged one would hold the meter's every frame for
+		// UnconfirmedTTL (issue 20).
+		if !(e.sent && now.Sub(e.firstSent) >= f.fo.ResendAfter && f.pins[e.title] == "") {
+			inFlight[e.title] = true
+		}
 		if !e.sent || now.Sub(e.sentAt) >= f.resendGap {
 			due = append(due, e)
 			resent = resent || e.sent
@@ -713,6 +721,9 @@ func (f *Forwarder) sendDue(ctx context.Context) {
 		f.forwarded.Add(1)
 		f.log.Debug("forwarded", "topic", e.topic, "bytes", len(b), "id", e.id)
 		f.mu.Lock()
+		if !e.sent {
+			e.firstSent = time.Now()
+		}
 		e.sent, e.sentAt = true, time.Now()
 		if e.plain {
 			f.drop(e)
