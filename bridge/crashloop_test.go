@@ -67,28 +67,7 @@ func crashLoop(t *testing.T, extra string, decryptors int) {
 	fwd, _ := runForwarder(t, opts(t, broker.URL, "fwd", &logBuffer{}, decrypt.Options{}), ForwardOptions{ResendAfter: time.Second}, src)
 
 	// The meter: one frame every 50 ms.
-	sent := make(chan struct{})
-	go func() {
-		defer close(sent)
-		at := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
-		for range frames {
-			src.feed(m.Frame(nil, at))
-			at = at.Add(10 * time.Second)
-			time.Sleep(50 * time.Millisecond)
-		}
-	}()
-	kills := 0
-	for done := false; !done; {
-		select {
-		case <-sent:
-			done = true
-		case <-time.After(2500 * time.Millisecond):
-			broker.Kill()
-			kills++
-			time.Sleep(300 * time.Millisecond)
-			broker.Start()
-		}
-	}
+	kills := feedWhileKilling(broker, m, src, frames, 50*time.Millisecond)
 	testenv.WaitFor(t, 90*time.Second, "every frame settled", func() bool { return fwd.Queued() == 0 })
 	time.Sleep(500 * time.Millisecond)
 
@@ -113,5 +92,33 @@ func crashLoop(t *testing.T, extra string, decryptors int) {
 	}
 	if kills < 3 {
 		t.Errorf("only %d kills", kills)
+	}
+}
+
+// feedWhileKilling feeds frames of m to src, one every gap, while the
+// broker is killed (SIGKILL) every 2.5 s and started again 300 ms later;
+// it returns the number of kills.
+func feedWhileKilling(broker *testenv.Broker, m *sim.Meter, src *slowReader, frames int, gap time.Duration) int {
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		at := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+		for range frames {
+			src.feed(m.Frame(nil, at))
+			at = at.Add(10 * time.Second)
+			time.Sleep(gap)
+		}
+	}()
+	kills := 0
+	for {
+		select {
+		case <-sent:
+			return kills
+		case <-time.After(2500 * time.Millisecond):
+			broker.Kill()
+			kills++
+			time.Sleep(300 * time.Millisecond)
+			broker.Start()
+		}
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -575,19 +574,8 @@ func (f *Forwarder) pin(title string, pub ed25519.PublicKey) {
 // read is set aside: the forwarder then trusts, for each meter, the first
 // key that confirms one of its frames again, as on its first start.
 func (f *Forwarder) loadPins() {
-	b, err := os.ReadFile(f.pinFile)
-	if errors.Is(err, os.ErrNotExist) {
-		return
-	}
 	pins := map[string]string{}
-	if err == nil {
-		err = json.Unmarshal(b, &pins)
-	}
-	if err != nil {
-		aside, aerr := statefile.SetAside(f.pinFile)
-		if aerr != nil {
-			aside = "(could not be moved: " + aerr.Error() + ")"
-		}
+	if aside, err := statefile.ReadJSON(f.pinFile, &pins); err != nil {
 		f.log.Warn("pinned confirmation keys unreadable; starting afresh: the first decryptor key that confirms a frame of a meter is trusted again",
 			"file", f.pinFile, "set_aside", aside, "err", err,
 			"hint", "set SMARTY_CONFIRM_KEY to the confirm_key the decryptors log, to trust only that key")

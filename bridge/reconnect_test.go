@@ -149,28 +149,7 @@ func TestBridgeCrashLoop(t *testing.T) {
 	src := &slowReader{}
 	h := start(t, testOptions(broker.URL, &logBuffer{}, keys), src)
 
-	sent := make(chan struct{})
-	go func() {
-		defer close(sent)
-		at := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
-		for range frames {
-			src.feed(m.Frame(nil, at))
-			at = at.Add(10 * time.Second)
-			time.Sleep(100 * time.Millisecond)
-		}
-	}()
-	kills := 0
-	for done := false; !done; {
-		select {
-		case <-sent:
-			done = true
-		case <-time.After(2500 * time.Millisecond):
-			broker.Kill()
-			kills++
-			time.Sleep(300 * time.Millisecond)
-			broker.Start()
-		}
-	}
+	kills := feedWhileKilling(broker, m, src, frames, 100*time.Millisecond)
 	testenv.WaitFor(t, 20*time.Second, "every telegram seen", func() bool { return eyes.distinct(stamp) == frames })
 	s := h.b.Stats()
 	t.Logf("%d frames, %d broker kills: %d seen by a subscriber, %d sent again, %d given up", frames, kills, eyes.distinct(stamp), s.Resent, s.Lost)

@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -197,19 +196,8 @@ func (r *replayBook) load(log *slog.Logger) {
 			"err", err, "hint", "set SMARTY_STATE_DIR to a writable directory")
 		return
 	}
-	b, err := os.ReadFile(r.file)
-	if errors.Is(err, os.ErrNotExist) {
-		return
-	}
 	m := map[string]replayEntry{}
-	if err == nil {
-		err = json.Unmarshal(b, &m)
-	}
-	if err != nil {
-		aside, aerr := statefile.SetAside(r.file)
-		if aerr != nil {
-			aside = "(could not be moved: " + aerr.Error() + ")"
-		}
+	if aside, err := statefile.ReadJSON(r.file, &m); err != nil {
 		log.Warn("saved frame counters unreadable (a power cut or a full disk?); starting afresh: replay protection restarts from the next frame of each meter",
 			"file", r.file, "set_aside", aside, "err", err)
 		return

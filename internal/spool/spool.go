@@ -5,8 +5,9 @@
 //
 //	<dir>/00000000000000000042.rec   record 42: the bytes, unchanged
 //
-// A record is written to a temporary file, synced and renamed, so that a
-// crash leaves either the whole record or none.
+// A record is written durably (statefile.Write: a temporary file, synced,
+// renamed, the directory synced), so that a crash or a power cut leaves
+// either the whole record or none.
 package spool
 
 import (
@@ -18,6 +19,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/smartybridge/smartybridge/internal/statefile"
 )
 
 const suffix = ".rec"
@@ -81,23 +84,7 @@ func (s *Spool) Append(data []byte) (seq uint64, dropped int, err error) {
 		return 0, 0, s.broken
 	}
 	seq = s.next
-	tmp := s.path(seq) + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return 0, 0, fmt.Errorf("spool: %w", err)
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, s.path(seq))
-	}
-	if err != nil {
-		os.Remove(tmp)
+	if err := statefile.Write(s.path(seq), data, 0o600); err != nil {
 		return 0, 0, fmt.Errorf("spool: %w", err)
 	}
 	s.next++

@@ -13,6 +13,7 @@
 package statefile
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -70,4 +71,22 @@ func SetAside(path string) (string, error) {
 		return "", err
 	}
 	return aside, nil
+}
+
+// ReadJSON reads the JSON file at path into v. A missing file leaves v as
+// it is and is no error. A file that cannot be read or parsed is set aside
+// (SetAside) and its error returned, with the name it was set aside under
+// ("" if even that failed): the caller starts afresh and says so.
+func ReadJSON(path string, v any) (setAside string, err error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil
+	}
+	if err == nil {
+		err = json.Unmarshal(b, v)
+	}
+	if err != nil {
+		setAside, _ = SetAside(path)
+	}
+	return setAside, err
 }

@@ -50,3 +50,24 @@ func TestSetAsideKeepsOne(t *testing.T) {
 		t.Errorf("%d files after setting two aside, want 1", len(entries))
 	}
 }
+
+func TestReadJSON(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "counters.json")
+	v := map[string]int{"kept": 1}
+	if aside, err := ReadJSON(p, &v); err != nil || aside != "" || v["kept"] != 1 {
+		t.Errorf("missing file: %q %v %v", aside, err, v)
+	}
+	os.WriteFile(p, []byte(`{"a":2}`), 0o600)
+	if _, err := ReadJSON(p, &v); err != nil || v["a"] != 2 {
+		t.Errorf("good file: %v %v", err, v)
+	}
+	os.WriteFile(p, []byte(`{"a":`), 0o600)
+	aside, err := ReadJSON(p, &v)
+	if err == nil || aside != p+".unreadable" {
+		t.Errorf("cut file: %q %v", aside, err)
+	}
+	if _, err := os.Stat(p); !os.IsNotExist(err) {
+		t.Errorf("the damaged file is still in place: %v", err)
+	}
+}
