@@ -36,6 +36,9 @@ type Options struct {
 	// StateDir keeps the last frame counter of every meter across
 	// restarts (replay protection); "" keeps it in memory only.
 	StateDir string
+	// SaveEvery: the frame counters are written when they changed, at
+	// most this often, and at a clean stop. Default 5 min (saver).
+	SaveEvery time.Duration
 	// Log receives the bridge's messages; nil discards them.
 	Log *slog.Logger
 	// OnTelegram, if set, sees every telegram after its states were
@@ -155,6 +158,9 @@ func New(o Options) (*Bridge, error) {
 	}
 	if o.NoFrameWarning <= 0 {
 		o.NoFrameWarning = 60 * time.Second
+	}
+	if o.SaveEvery <= 0 {
+		o.SaveEvery = saveEvery
 	}
 	if o.TopicPrefix == "" {
 		o.TopicPrefix = "smarty"

@@ -36,7 +36,8 @@ import (
 //
 // Only frames that authenticated enter the book, so it holds real meters
 // only; it is kept in <state dir>/counters.json, written when it changed
-// (at most once a second), and entries not seen for a year are dropped.
+// (at most every five minutes, and at a clean stop: Bridge.saver), and
+// entries not seen for a year are dropped.
 
 const replayForget = 365 * 24 * time.Hour
 
@@ -216,6 +217,13 @@ func (r *replayBook) load(log *slog.Logger) {
 			r.ids[e.Meter] = true
 		}
 	}
+}
+
+// isDirty reports whether the book changed since it was last saved.
+func (r *replayBook) isDirty() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.dirty && r.file != ""
 }
 
 // save writes the book when it changed.

@@ -3,7 +3,8 @@
 // pty, writes simulated Smarty frames into the pty at a fixed rate and
 // times, for every frame, the span from the last byte written until the
 // last of its state messages reaches a subscriber. It reports latency
-// percentiles, CPU time per frame and the bridge's resident memory.
+// percentiles, CPU time per frame, the bridge's resident memory and what
+// it wrote to storage (/proc/PID/io: a Raspberry Pi's SD card wears).
 //
 //	go build -o /tmp/smartybridge . && go run ./tools/bridgebench -bin /tmp/smartybridge
 //
@@ -129,6 +130,7 @@ func run(bin string, frames int, every time.Duration, useTLS bool) error {
 	var lat []time.Duration
 	var buf []byte
 	cpu0 := benchkit.CPUTime(bridge.Process.Pid)
+	wb0, wc0 := benchkit.IO(bridge.Process.Pid)
 	start := time.Now()
 	next := time.Now()
 	for i := range frames {
@@ -152,6 +154,8 @@ func run(bin string, frames int, every time.Duration, useTLS bool) error {
 	elapsed := time.Since(start)
 	cpu := benchkit.CPUTime(bridge.Process.Pid) - cpu0
 	rss := benchkit.RSSKB(bridge.Process.Pid)
+	wb, wc := benchkit.IO(bridge.Process.Pid)
+	wb, wc = wb-wb0, wc-wc0
 
 	slices.Sort(lat)
 	pct := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
@@ -160,6 +164,9 @@ func run(bin string, frames int, every time.Duration, useTLS bool) error {
 		pct(0.50).Round(time.Microsecond), pct(0.90).Round(time.Microsecond), pct(0.99).Round(time.Microsecond), lat[len(lat)-1].Round(time.Microsecond))
 	fmt.Printf("bridge CPU: %s total, %s per frame\n", cpu, cpu/time.Duration(frames))
 	fmt.Printf("bridge VmRSS after %d frames: %.1f MB\n", frames, float64(rss)/1024)
+	perHour := float64(time.Hour) / float64(elapsed)
+	fmt.Printf("bridge storage writes: %.2f MB in %s (%.1f MB per hour), %d write calls\n",
+		float64(wb)/1e6, elapsed.Round(time.Second), float64(wb)/1e6*perHour, wc)
 	return nil
 }
 

@@ -72,3 +72,20 @@ func RSSKB(pid int) int {
 	}
 	return 0
 }
+
+// IO is a process's storage writes so far, from /proc/PID/io: bytes that
+// reached (or will reach) the disk, and write system calls.
+func IO(pid int) (writeBytes, writeCalls int64) {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, _ := strings.Cut(line, ": ")
+		n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		switch k {
+		case "write_bytes":
+			writeBytes = n
+		case "syscw":
+			writeCalls = n
+		}
+	}
+	return writeBytes, writeCalls
+}
