@@ -62,16 +62,7 @@ func CPUTime(pid int) time.Duration {
 }
 
 // RSSKB is a process's resident memory (VmRSS) in KiB.
-func RSSKB(pid int) int {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "VmRSS:") {
-			n, _ := strconv.Atoi(strings.Fields(line)[1])
-			return n
-		}
-	}
-	return 0
-}
+func RSSKB(pid int) int { return StatusKB(pid, "VmRSS") }
 
 // IO is a process's storage writes so far, from /proc/PID/io: bytes that
 // reached (or will reach) the disk, and write system calls.
@@ -88,4 +79,28 @@ func IO(pid int) (writeBytes, writeCalls int64) {
 		}
 	}
 	return writeBytes, writeCalls
+}
+
+// StatusKB is a field of /proc/PID/status in KiB (VmRSS, VmHWM, …).
+func StatusKB(pid int, field string) int {
+	return procKB(fmt.Sprintf("/proc/%d/status", pid), field+":")
+}
+
+// SmapsKB is a field of /proc/PID/smaps_rollup in KiB: Anonymous (heap,
+// stacks, the runtime's own), or Rss; file-backed is Rss − Anonymous.
+func SmapsKB(pid int, field string) int {
+	return procKB(fmt.Sprintf("/proc/%d/smaps_rollup", pid), field+":")
+}
+
+func procKB(path, prefix string) int {
+	b, _ := os.ReadFile(path)
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, prefix) {
+			if f := strings.Fields(line); len(f) >= 2 {
+				n, _ := strconv.Atoi(f[1])
+				return n
+			}
+		}
+	}
+	return 0
 }
