@@ -132,10 +132,6 @@ func diagnose(o observation) (Problem, string) {
 	return ProblemNoData, ""
 }
 
-// diagnostics are the values of the diagnostics JSON, by key
-// (discovery.BridgeKeys); nil is JSON null (Home Assistant: unknown).
-type diagnostics map[string]any
-
 // reporter publishes an instance's Problem and diagnostics.
 type reporter struct {
 	mode      string
@@ -145,13 +141,13 @@ type reporter struct {
 	publish   func(ctx context.Context, topic string, payload []byte) bool
 	minPeriod time.Duration // 10 s between publications of unchanged Problem
 
-	mu       sync.Mutex
-	problem  Problem
-	meter    string
-	last     []byte
-	lastAt   time.Time
-	resend   bool
-	snapshot diagnostics // the last sample, for the metrics
+	mu      sync.Mutex
+	problem Problem
+	meter   string
+	last    []byte
+	lastAt  time.Time
+	resend  bool
+	payload []byte // the tick's, reused
 }
 
 func newReporter(mode, clientID, prefix string, log *slog.Logger) *reporter {
@@ -168,13 +164,6 @@ func (r *reporter) again() {
 	r.mu.Lock()
 	r.resend = true
 	r.mu.Unlock()
-}
-
-// current returns the Problem, its meter and the last sample.
-func (r *reporter) current() (Problem, string, diagnostics) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.problem, r.meter, r.snapshot
 }
 
 // run ticks every second until ctx ends.
@@ -195,8 +184,10 @@ func (r *reporter) run(ctx context.Context) {
 func (r *reporter) tick(ctx context.Context, now time.Time) {
 	obs, values := r.sample(now)
 	p, meter := diagnose(obs)
-	values["problem"] = string(p)
-	payload, _ := json.Marshal(values)
+	values.mode, values.problem = r.mode, p
+	// Only the run goroutine ticks: the buffer is its own.
+	r.payload = values.appendJSON(r.payload[:0])
+	payload := r.payload
 
 	r.mu.Lock()
 	changed := p != r.problem || meter != r.meter
@@ -204,7 +195,6 @@ func (r *reporter) tick(ctx context.Context, now time.Time) {
 	if changed {
 		r.problem, r.meter = p, meter
 	}
-	r.snapshot = values
 	due := r.resend || changed || !bytes.Equal(payload, r.last) && now.Sub(r.lastAt) >= r.minPeriod
 	resend := r.resend
 	r.mu.Unlock()
@@ -229,7 +219,7 @@ func (r *reporter) tick(ctx context.Context, now time.Time) {
 	ok = ok && r.publish(ctx, r.device.DiagnosticsTopic, payload)
 	r.mu.Lock()
 	if ok {
-		r.last, r.lastAt, r.resend = payload, now, false
+		r.last, r.lastAt, r.resend = append(r.last[:0], payload...), now, false
 	} else {
 		r.resend = true // the broker is away: everything again when it is back
 	}

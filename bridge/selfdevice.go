@@ -34,18 +34,15 @@ func (b *Bridge) startReport(mode string) {
 		}
 		s := b.Stats()
 		v := diagnostics{
-			"telegrams": s.Telegrams, "rejected_authentication": s.AuthFailures, "rejected_no_key": s.NoKey,
-			"rejected_crc": s.CRCErrors, "rejected_malformed": s.Malformed, "rejected_replayed": b.Duplicates(), "last_telegram": nil,
-		}
-		if !obs.lastValid.IsZero() {
-			v["last_telegram"] = obs.lastValid.UTC().Format(time.RFC3339)
+			telegrams: s.Telegrams, rejectedAuth: s.AuthFailures, rejectedNoKey: s.NoKey,
+			rejectedCRC: s.CRCErrors, rejectedMalformed: s.Malformed, rejectedReplayed: b.Duplicates(), lastTelegram: obs.lastValid,
 		}
 		switch mode {
 		case "bridge":
-			v["bytes_skipped"] = skippedBytes(&b.scanner)
+			v.bytesSkipped = skippedBytes(&b.scanner)
 		case "decrypt":
-			v["meters_served"] = b.onlineMeters()
-			v["frames_per_minute"] = rate.add(s.Telegrams)
+			v.metersServed = b.onlineMeters()
+			v.framesPerMinute = rate.add(s.Telegrams)
 		}
 		return obs, v
 	}
@@ -127,8 +124,8 @@ func (f *Forwarder) startReport() {
 		}
 		obs.lastConfirmed = f.lastAck
 		f.mu.Unlock()
-		return obs, diagnostics{"frames_forwarded": f.forwarded.Load(), "bytes_skipped": skippedBytes(&f.scanner),
-			"frames_queued": queued, "frames_unconfirmed": unconfirmed}
+		return obs, diagnostics{framesForwarded: f.forwarded.Load(), bytesSkipped: skippedBytes(&f.scanner),
+			framesQueued: queued, framesUnconfirmed: unconfirmed}
 	}
 	r.publish = func(ctx context.Context, topic string, payload []byte) bool {
 		return f.conn.up.Load() && f.conn.publish(ctx, topic, payload, 1, true) == nil
