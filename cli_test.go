@@ -80,62 +80,47 @@ func TestBadConfigurationExits2(t *testing.T) {
 	}
 }
 
-// TestSIGTERM runs the real binary on a pty and a real broker and stops it
-// as a service manager would.
-func TestSIGTERM(t *testing.T) {
-	broker := testenv.Mosquitto(t, "")
-	pty := testenv.Socat(t)
-	sub := testenv.Subscribe(t, broker.URL, "smarty/#")
-	cmd, _, stderr := command(map[string]string{
-		"SMARTY_DEVICE": pty.Device, "SMARTY_MQTT_URL": broker.URL, "SMARTY_KEY": testKey,
-		"SMARTY_MQTT_CLIENT_ID": "sigterm", "SMARTY_LOG_LEVEL": "debug",
-	})
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+// TestStopSignals runs the real binary on a pty and a real broker and stops
+// it as a service manager would (SIGTERM), or as a closed terminal or a
+// "reload" does (SIGHUP, which ended it with status 129 and its meter left
+// online before): a clean exit 0, "offline" published.
+func TestStopSignals(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGHUP} {
+		t.Run(sig.String(), func(t *testing.T) {
+			broker := testenv.Mosquitto(t, "")
+			pty := testenv.Socat(t)
+			sub := testenv.Subscribe(t, broker.URL, "smarty/#")
+			id := "stop-" + strings.ToLower(strings.ReplaceAll(sig.String(), " ", "-"))
+			cmd, _, stderr := command(map[string]string{
+				"SMARTY_DEVICE": pty.Device, "SMARTY_MQTT_URL": broker.URL, "SMARTY_KEY": testKey,
+				"SMARTY_MQTT_CLIENT_ID": id, "SMARTY_LOG_LEVEL": "debug",
+			})
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			sub.WaitValue("smarty/status/"+id, "online", 10*time.Second)
+			frame, _ := os.ReadFile("testdata/smarty-2026.frame")
+			pty.Write(frame)
+			sub.WaitValue("smarty/SAG1030700012701/1-0:1.8.0", "273.764", 5*time.Second)
+			cmd.Process.Signal(sig)
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("exit after %v: %v\n%s", sig, err, stderr)
+				}
+			case <-time.After(15 * time.Second):
+				cmd.Process.Kill()
+				t.Fatalf("no exit after %v", sig)
+			}
+			sub.WaitValue("smarty/status/"+id, "offline", 5*time.Second)
+			sub.WaitValue("smarty/SAG1030700012701/availability", "offline", 5*time.Second)
+			if strings.Contains(stderr.String(), testKey) {
+				t.Error("the key is in the log")
+			}
+		})
 	}
-	sub.WaitValue("smarty/status/sigterm", "online", 10*time.Second)
-	frame, _ := os.ReadFile("testdata/smarty-2026.frame")
-	pty.Write(frame)
-	sub.WaitValue("smarty/SAG1030700012701/1-0:1.8.0", "273.764", 5*time.Second)
-	stopProcess(t, cmd) // SIGTERM, then a clean exit 0
-	sub.WaitValue("smarty/status/sigterm", "offline", 5*time.Second)
-	sub.WaitValue("smarty/SAG1030700012701/availability", "offline", 5*time.Second)
-	if strings.Contains(stderr.String(), testKey) {
-		t.Error("the key is in the log")
-	}
-}
-
-// TestSIGHUP: a closed terminal or a "reload" sends SIGHUP; the bridge
-// stops as cleanly as on SIGTERM (status 0, "offline" published), where it
-// died with status 129 and left its meter online.
-func TestSIGHUP(t *testing.T) {
-	broker := testenv.Mosquitto(t, "")
-	pty := testenv.Socat(t)
-	sub := testenv.Subscribe(t, broker.URL, "smarty/#")
-	cmd, _, stderr := command(map[string]string{
-		"SMARTY_DEVICE": pty.Device, "SMARTY_MQTT_URL": broker.URL, "SMARTY_KEY": testKey, "SMARTY_MQTT_CLIENT_ID": "sighup",
-	})
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	sub.WaitValue("smarty/status/sighup", "online", 10*time.Second)
-	frame, _ := os.ReadFile("testdata/smarty-2026.frame")
-	pty.Write(frame)
-	sub.WaitValue("smarty/SAG1030700012701/1-0:1.8.0", "273.764", 5*time.Second)
-	cmd.Process.Signal(syscall.SIGHUP)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("exit after SIGHUP: %v\n%s", err, stderr)
-		}
-	case <-time.After(15 * time.Second):
-		cmd.Process.Kill()
-		t.Fatal("no exit after SIGHUP")
-	}
-	sub.WaitValue("smarty/status/sighup", "offline", 5*time.Second)
-	sub.WaitValue("smarty/SAG1030700012701/availability", "offline", 5*time.Second)
 }
 
 // TestDemo runs the README's first command (as the built binary) and
