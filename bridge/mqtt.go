@@ -107,6 +107,11 @@ func dial(ctx context.Context, o MQTTOptions, co connectOptions, log *slog.Logge
 			n := c.failures.Swap(0)
 			c.upAtOnce.Store(c.dropped.Swap(false) && n == 0)
 			c.refused.Store(false)
+			// Held telegrams of the old connection are sent again as soon
+			// as this one counts as up (hold.go): it must be the pinger's.
+			if lc := c.current.Load(); lc != nil {
+				c.ping.adopt(*lc)
+			}
 			c.up.Store(true)
 			writeHealth(log, o.HealthFile, "up")
 			log.Info("connected to MQTT broker", "broker", c.url, "failed_attempts", n)

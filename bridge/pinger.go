@@ -114,8 +114,17 @@ func (p *pinger) ping() (gen, n int64, err error) {
 	return gen, n, err
 }
 
-// attach makes c the connection whose PINGREQs are counted: a batch may be
-// written on a new connection before paho starts Run. Called with p.mu held.
+// adopt makes c the connection whose PINGREQs are counted, as soon as it is
+// up (before paho starts Run, and before anything is written on it), so
+// that current names it whenever the connection counts as up.
+func (p *pinger) adopt(c net.Conn) {
+	p.mu.Lock()
+	p.attach(c)
+	p.mu.Unlock()
+}
+
+// attach makes c the connection whose PINGREQs are counted. Called with
+// p.mu held.
 func (p *pinger) attach(c net.Conn) {
 	if p.conn != c {
 		p.conn = c

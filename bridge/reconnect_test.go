@@ -92,12 +92,13 @@ func TestReconnectAfterBrokerCrashes(t *testing.T) {
 type reconnectingSubscriber struct {
 	mu   sync.Mutex
 	seen map[string]map[string]bool
+	last map[string]string
 }
 
 func subscribeThrough(t *testing.T, brokerURL string, topic string) *reconnectingSubscriber {
 	t.Helper()
 	u, _ := url.Parse(brokerURL)
-	s := &reconnectingSubscriber{seen: map[string]map[string]bool{}}
+	s := &reconnectingSubscriber{seen: map[string]map[string]bool{}, last: map[string]string{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	cm, err := autopaho.NewConnection(ctx, autopaho.ClientConfig{
 		ServerUrls: []*url.URL{u}, KeepAlive: 30, CleanStartOnInitialConnection: true,
@@ -113,6 +114,7 @@ func subscribeThrough(t *testing.T, brokerURL string, topic string) *reconnectin
 					s.seen[p.Packet.Topic] = map[string]bool{}
 				}
 				s.seen[p.Packet.Topic][string(p.Packet.Payload)] = true
+				s.last[p.Packet.Topic] = string(p.Packet.Payload)
 				s.mu.Unlock()
 				return true, nil
 			}},
@@ -151,6 +153,14 @@ func TestBridgeCrashLoop(t *testing.T) {
 
 	kills := feedWhileKilling(broker, m, src, frames, 100*time.Millisecond)
 	testenv.WaitFor(t, 20*time.Second, "every telegram seen", func() bool { return eyes.distinct(stamp) == frames })
+	// Held telegrams go out before newer ones: the last state is the newest.
+	newest := time.Date(2026, 6, 1, 2, 0, 0, 0, time.UTC).Add((frames - 1) * 10 * time.Second).Format("2006-01-02T15:04:05") + "+02:00"
+	eyes.mu.Lock()
+	last := eyes.last[stamp]
+	eyes.mu.Unlock()
+	if last != newest {
+		t.Errorf("last state %s, want the newest telegram's %s", last, newest)
+	}
 	s := h.b.Stats()
 	t.Logf("%d frames, %d broker kills: %d seen by a subscriber, %d sent again, %d given up", frames, kills, eyes.distinct(stamp), s.Resent, s.Lost)
 	if s.Lost != 0 {
