@@ -154,7 +154,7 @@ func TestBridgeCrashLoop(t *testing.T) {
 	kills := feedWhileKilling(broker, m, src, frames, 100*time.Millisecond)
 	testenv.WaitFor(t, 20*time.Second, "every telegram seen", func() bool { return eyes.distinct(stamp) == frames })
 	// Held telegrams go out before newer ones: the last state is the newest.
-	newest := time.Date(2026, 6, 1, 2, 0, 0, 0, time.UTC).Add((frames - 1) * 10 * time.Second).Format("2006-01-02T15:04:05") + "+02:00"
+	newest := time.Date(2026, 6, 1, 2, 0, 0, 0, time.UTC).Add((frames-1)*10*time.Second).Format("2006-01-02T15:04:05") + "+02:00"
 	eyes.mu.Lock()
 	last := eyes.last[stamp]
 	eyes.mu.Unlock()
