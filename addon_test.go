@@ -185,7 +185,7 @@ func TestDockerfile(t *testing.T) {
 	if !strings.HasPrefix(froms[1][1], "ghcr.io/home-assistant/base:") {
 		t.Errorf("run stage %s: want ghcr.io/home-assistant/base", froms[1][1])
 	}
-	for _, want := range []string{"CGO_ENABLED=0", "GOARCH=$TARGETARCH", "HEALTHCHECK", `"/usr/bin/smartybridge", "health"`, `ENTRYPOINT ["/usr/bin/smartybridge", "addon"]`} {
+	for _, want := range []string{"CGO_ENABLED=0", "GOARCH=$TARGETARCH", "-tags nodemo", "HEALTHCHECK", `"/usr/bin/smartybridge", "health"`, `ENTRYPOINT ["/usr/bin/smartybridge", "addon"]`} {
 		if !strings.Contains(df, want) {
 			t.Errorf("Dockerfile lacks %s", want)
 		}

@@ -123,6 +123,38 @@ func TestStopSignals(t *testing.T) {
 	}
 }
 
+// TestDemoWithoutEmbeddedBroker: the add-on's build (-tags nodemo) links
+// no MQTT broker (about a megabyte of resident memory on a Pi); its demo
+// says how to run with a broker of one's own, and runs with one.
+func TestDemoWithoutEmbeddedBroker(t *testing.T) {
+	deps, err := exec.Command("go", "list", "-deps", "-tags", "nodemo", ".").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(deps), "mochi-mqtt") {
+		t.Error("the nodemo build links the embedded broker")
+	}
+	nodemo := filepath.Join(filepath.Dir(binary), "smartybridge-nodemo")
+	if out, err := exec.Command("go", "build", "-tags", "nodemo", "-o", nodemo, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	cmd, _, stderr := command(nil, "demo")
+	cmd.Path, cmd.Args[0] = nodemo, nodemo
+	if err := cmd.Run(); cmd.ProcessState.ExitCode() != exitConfig || !strings.Contains(stderr.String(), "SMARTY_MQTT_URL") {
+		t.Errorf("demo without a broker: %v, %s", err, stderr)
+	}
+	broker := testenv.Mosquitto(t, "")
+	sub := testenv.Subscribe(t, broker.URL, "smarty/#")
+	cmd, _, _ = command(map[string]string{"SMARTY_MQTT_URL": broker.URL, "SMARTY_DEMO_INTERVAL": "200ms"}, "demo")
+	cmd.Path, cmd.Args[0] = nodemo, nodemo
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer stopProcess(t, cmd)
+	sub.WaitValue("smarty/status/smartybridge-demo", "online", 10*time.Second)
+	testenv.WaitFor(t, 10*time.Second, "a simulated telegram", func() bool { return sub.N("smarty/SAG1100000000001/1-0:1.8.0") > 0 })
+}
+
 // TestDemo runs the README's first command (as the built binary) and
 // checks that a simulated meter shows up on the embedded broker.
 //
