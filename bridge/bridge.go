@@ -325,7 +325,7 @@ func (b *Bridge) read(ctx context.Context, src io.Reader) error {
 		b.book.commit(title, kid, from.FrameCounter, b.meterID(tg, from), at)
 		b.deliver(ctx, sc, tg, from)
 	}
-	b.flushHeld(ctx)
+	b.drainHeld(ctx)
 	if err := sc.Err(); err != nil && !errors.Is(err, context.Canceled) {
 		return fmt.Errorf("read meter: %w", err)
 	}

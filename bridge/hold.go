@@ -125,3 +125,31 @@ func (b *Bridge) flushHeld(ctx context.Context) bool {
 	b.warnedLost = false
 	return true
 }
+
+// drainTime bounds how long the end of the input (a capture read to its
+// end, or a stop) waits for the broker to take what is held.
+const drainTime = 5 * time.Second
+
+// drainHeld sends what is held and waits, at most drainTime and only while
+// a connection is up, for the broker to confirm it; what it never took is
+// counted as lost and said. The reading goroutine, once the input ended.
+func (b *Bridge) drainHeld(ctx context.Context) {
+	deadline := time.Now().Add(drainTime)
+	for {
+		b.flushHeld(context.WithoutCancel(ctx))
+		if b.held.n == 0 || !b.conn.up.Load() || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	lost := 0
+	for r := &b.held; r.n > 0; r.pop() {
+		if h := r.at(0); !h.done && !b.conn.ping.delivered(h.gen, h.ping) {
+			lost++
+		}
+	}
+	if lost > 0 {
+		b.counts.lost.Add(int64(lost))
+		b.log.Warn("stopping with telegrams the broker never took; their readings are lost (the totals are not)", "telegrams", lost, "broker", b.conn.url)
+	}
+}

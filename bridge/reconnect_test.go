@@ -341,3 +341,34 @@ func TestHoldIsBounded(t *testing.T) {
 		t.Errorf("newest seen %v, oldest seen %v: want the newest only", seen[newest], seen[oldest])
 	}
 }
+
+// TestStopCountsWhatTheBrokerNeverTook: stopped while the broker is away,
+// the bridge counts and says the telegrams it held (they were lost
+// silently before); stopped while it is there, it waits for the broker to
+// take them.
+func TestStopCountsWhatTheBrokerNeverTook(t *testing.T) {
+	broker := testenv.Mosquitto(t, "")
+	m := sim.New(sim.Options{Start: time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC), Seed: 9, Counter: 1000})
+	keys := decrypt.Options{Keys: map[decrypt.Title]decrypt.Key{m.Title(): sim.DemoKey}}
+	logs := &logBuffer{}
+	src := &slowReader{}
+	h := start(t, testOptions(broker.URL, logs, keys), src)
+	<-h.b.ready
+	testenv.WaitFor(t, 10*time.Second, "connected", func() bool { return h.b.conn.up.Load() })
+	at := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+	src.feed(m.Frame(nil, at))
+	testenv.WaitFor(t, 10*time.Second, "the first telegram", func() bool { return h.b.Stats().Telegrams == 1 })
+	broker.Stop()
+	testenv.WaitFor(t, 10*time.Second, "disconnected", func() bool { return !h.b.conn.up.Load() })
+	for i := range 3 {
+		src.feed(m.Frame(nil, at.Add(time.Duration(i+1)*10*time.Second)))
+	}
+	testenv.WaitFor(t, 10*time.Second, "3 more telegrams read", func() bool { return h.b.Stats().Telegrams == 4 })
+	h.stop(t)
+	if s := h.b.Stats(); s.Lost != 3 {
+		t.Errorf("%d telegrams counted as lost, want 3", s.Lost)
+	}
+	if !strings.Contains(logs.String(), "stopping with telegrams the broker never took") {
+		t.Errorf("not said:\n%s", logs)
+	}
+}
