@@ -14,6 +14,9 @@
 //	<prefix>/raw/<TITLE>                 forwarded frame, QoS 1
 //	<prefix>/confirm/<TITLE>             retained signed confirmation of settled frames
 //
-// A telegram's state messages leave in one write (batch.go); decoding
-// errors become counters and one actionable log line, never a crash.
+// A telegram's state messages leave in one write (batch.go), closed by a
+// PINGREQ whose answer confirms them (pinger.go); what the broker did not
+// confirm is held and sent again (hold.go). A decryptor's confirmations
+// have one writer per meter (settle.go). Decoding errors become counters
+// and one actionable log line, never a crash.
 package bridge
