@@ -61,10 +61,15 @@ func (b *Bridge) keep(kind p1.Kind, frame []byte, gen, ping int64) {
 	h.kind, h.frame, h.gen, h.ping, h.read, h.done = kind, append(h.frame[:0], frame...), gen, ping, time.Now(), false
 }
 
+// untaken reports whether the broker has not taken a held frame yet.
+func (b *Bridge) untaken(h *heldFrame) bool {
+	return !h.done && !b.conn.ping.delivered(h.gen, h.ping)
+}
+
 // giveUp counts a held frame that will never be sent, unless the broker
 // took it meanwhile.
 func (b *Bridge) giveUp(h *heldFrame) {
-	if h.done || b.conn.ping.delivered(h.gen, h.ping) {
+	if !b.untaken(h) {
 		return
 	}
 	b.counts.lost.Add(1)
@@ -82,7 +87,7 @@ func (b *Bridge) giveUp(h *heldFrame) {
 // next frame). It reports whether every held telegram is written.
 func (b *Bridge) flushHeld(ctx context.Context) bool {
 	r := &b.held
-	for r.n > 0 && (r.at(0).done || b.conn.ping.delivered(r.at(0).gen, r.at(0).ping)) {
+	for r.n > 0 && !b.untaken(r.at(0)) {
 		r.pop()
 	}
 	if r.n == 0 {
@@ -144,7 +149,7 @@ func (b *Bridge) drainHeld(ctx context.Context) {
 	}
 	lost := 0
 	for r := &b.held; r.n > 0; r.pop() {
-		if h := r.at(0); !h.done && !b.conn.ping.delivered(h.gen, h.ping) {
+		if b.untaken(r.at(0)) {
 			lost++
 		}
 	}

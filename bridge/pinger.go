@@ -69,7 +69,7 @@ func (p *pinger) Run(ctx context.Context, conn net.Conn, keepAlive uint16) error
 		p.mu.Unlock()
 	}()
 	interval := time.Duration(keepAlive) * time.Second
-	if _, _, err := p.ping(); err != nil {
+	if err := p.ping(); err != nil {
 		return err
 	}
 	tick := time.NewTicker(time.Second)
@@ -89,29 +89,29 @@ func (p *pinger) Run(ctx context.Context, conn net.Conn, keepAlive uint16) error
 			return errPingTimeout
 		}
 		if idle {
-			if _, _, err := p.ping(); err != nil {
+			if err := p.ping(); err != nil {
 				return err
 			}
 		}
 	}
 }
 
-// ping writes a PINGREQ and returns the connection and the PINGREQ's
-// number on it.
-func (p *pinger) ping() (gen, n int64, err error) {
+// ping writes a PINGREQ of its own (keepalive, or the first on a
+// connection).
+func (p *pinger) ping() error {
 	p.mu.Lock()
 	c := p.conn
 	p.mu.Unlock()
 	if c == nil {
-		return 0, 0, net.ErrClosed
+		return net.ErrClosed
 	}
 	if l, ok := c.(sync.Locker); ok {
 		l.Lock()
 		defer l.Unlock()
 	}
-	gen, n = p.written(c)
-	_, err = c.Write(pingReq)
-	return gen, n, err
+	p.written(c)
+	_, err := c.Write(pingReq)
+	return err
 }
 
 // adopt makes c the connection whose PINGREQs are counted, as soon as it is

@@ -43,12 +43,18 @@ type downStreak struct {
 	warned bool
 }
 
+// isTotal reports whether the meter's sensor for code is a total, which
+// only grows. Reading goroutine only.
+func (m *meter) isTotal(code p1.OBIS) bool {
+	i, ok := m.known[code]
+	return ok && m.sensors[i].Monotonic()
+}
+
 // monotonic reports whether o may be published (see above). It runs in the
 // reading goroutine, the only writer of m.known, m.sensors and the maps it
 // keeps, so it reads them without taking b.mu.
 func (b *Bridge) monotonic(m *meter, o *p1.Object, now time.Time) bool {
-	i, ok := m.known[o.OBIS]
-	if !ok || !m.sensors[i].Monotonic() {
+	if !m.isTotal(o.OBIS) {
 		return true
 	}
 	f, ok := o.Reading().Float()
@@ -93,8 +99,7 @@ func (b *Bridge) implausible(m *meter, tg *p1.Telegram, now time.Time) bool {
 	}
 	for i := range tg.Objects {
 		o := &tg.Objects[i]
-		j, ok := m.known[o.OBIS]
-		if !ok || !m.sensors[j].Monotonic() {
+		if !m.isTotal(o.OBIS) {
 			continue
 		}
 		f, ok := o.Reading().Float()

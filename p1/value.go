@@ -119,15 +119,10 @@ var pow10 = [...]float64{1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1
 // suffix gives: S is summer time, UTC+2; W is winter time, UTC+1. ok is
 // false for anything that is not a valid date and time.
 func (v Value) AppendRFC3339(dst []byte) ([]byte, bool) {
-	if !v.IsTimestamp() {
+	if !v.validTimestamp() {
 		return dst, false
 	}
 	d := v.Text
-	num := func(i int) int { return int(d[i]-'0')*10 + int(d[i+1]-'0') }
-	mo, day, h, mi, s := num(2), num(4), num(6), num(8), num(10)
-	if mo < 1 || mo > 12 || day < 1 || day > 31 || h > 23 || mi > 59 || s > 60 {
-		return dst, false
-	}
 	dst = append(dst, '2', '0', d[0], d[1], '-', d[2], d[3], '-', d[4], d[5], 'T',
 		d[6], d[7], ':', d[8], d[9], ':', d[10], d[11], '+', '0')
 	if summer(d[12]) {
@@ -141,21 +136,31 @@ func (v Value) AppendRFC3339(dst []byte) ([]byte, bool) {
 // an hour after 02:30S, as it does on the meter. ok is false for anything
 // that is not a valid date and time.
 func (v Value) Time() (time.Time, bool) {
-	if !v.IsTimestamp() {
+	if !v.validTimestamp() {
 		return time.Time{}, false
 	}
 	d := v.Text
-	num := func(i int) int { return int(d[i]-'0')*10 + int(d[i+1]-'0') }
-	mo, day, h, mi, s := num(2), num(4), num(6), num(8), num(10)
-	if mo < 1 || mo > 12 || day < 1 || day > 31 || h > 23 || mi > 59 || s > 60 {
-		return time.Time{}, false
-	}
 	offset := time.Hour
 	if summer(d[12]) {
 		offset = 2 * time.Hour
 	}
-	return time.Date(2000+num(0), time.Month(mo), day, h, mi, s, 0, time.UTC).Add(-offset), true
+	return time.Date(2000+twoDigits(d, 0), time.Month(twoDigits(d, 2)), twoDigits(d, 4),
+		twoDigits(d, 6), twoDigits(d, 8), twoDigits(d, 10), 0, time.UTC).Add(-offset), true
 }
+
+// validTimestamp reports whether the value is a timestamp (IsTimestamp)
+// whose month, day, hour, minute and second are in range.
+func (v Value) validTimestamp() bool {
+	if !v.IsTimestamp() {
+		return false
+	}
+	d := v.Text
+	mo, day, h, mi, s := twoDigits(d, 2), twoDigits(d, 4), twoDigits(d, 6), twoDigits(d, 8), twoDigits(d, 10)
+	return mo >= 1 && mo <= 12 && day >= 1 && day <= 31 && h <= 23 && mi <= 59 && s <= 60
+}
+
+// twoDigits reads the decimal digits d[i] and d[i+1].
+func twoDigits(d []byte, i int) int { return int(d[i]-'0')*10 + int(d[i+1]-'0') }
 
 // AppendHexText decodes a hex-encoded text value and appends it. ok is
 // false when the value is not hex or the text is not printable (ASCII or
