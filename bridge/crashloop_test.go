@@ -38,8 +38,7 @@ func TestBrokerCrashLoop(t *testing.T) {
 func crashLoop(t *testing.T, extra string, decryptors int) {
 	const frames = 300
 	broker := testenv.Mosquitto(t, extra)
-	m := sim.New(sim.Options{Start: time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC), Seed: 9, Counter: 1000})
-	keys := decrypt.Options{Keys: map[decrypt.Title]decrypt.Key{m.Title(): sim.DemoKey}}
+	m, keys := simMeter(9, 1000)
 
 	var mu sync.Mutex
 	published := map[string]int{} // telegram time → times published
@@ -121,4 +120,11 @@ func feedWhileKilling(broker *testenv.Broker, m *sim.Meter, src *slowReader, fra
 			broker.Start()
 		}
 	}
+}
+
+// simMeter is a simulated meter (DemoKey) whose clock starts at
+// 2026-06-01 00:00 UTC, with the keys that decrypt it.
+func simMeter(seed uint64, counter uint32) (*sim.Meter, decrypt.Options) {
+	m := sim.New(sim.Options{Start: time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC), Seed: seed, Counter: counter})
+	return m, decrypt.Options{Keys: map[decrypt.Title]decrypt.Key{m.Title(): sim.DemoKey}}
 }

@@ -30,8 +30,7 @@ func TestForgedFloodCannotStallAMeter(t *testing.T) {
 		t.Skip("seconds of flood")
 	}
 	broker := testenv.Mosquitto(t, "")
-	m := sim.New(sim.Options{Start: time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC), Seed: 3, Counter: 50000})
-	keys := decrypt.Options{Keys: map[decrypt.Title]decrypt.Key{m.Title(): sim.DemoKey}}
+	m, keys := simMeter(3, 50000)
 	var mu sync.Mutex
 	fed := map[string]time.Time{}
 	var latencies []time.Duration

@@ -15,7 +15,6 @@ import (
 
 	"github.com/smartybridge/smartybridge/decrypt"
 	"github.com/smartybridge/smartybridge/internal/testenv"
-	"github.com/smartybridge/smartybridge/p1/sim"
 )
 
 // TestBackoffPolicy: only a broker that is there and says no makes the
@@ -144,8 +143,7 @@ func TestBridgeCrashLoop(t *testing.T) {
 	}
 	const frames = 300
 	broker := testenv.Mosquitto(t, "")
-	m := sim.New(sim.Options{Start: time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC), Seed: 21, Counter: 1000})
-	keys := decrypt.Options{Keys: map[decrypt.Title]decrypt.Key{m.Title(): sim.DemoKey}}
+	m, keys := simMeter(21, 1000)
 	stamp := "smarty/" + m.ID() + "/0-0:1.0.0"
 	eyes := subscribeThrough(t, broker.URL, stamp)
 	src := &slowReader{}
@@ -239,8 +237,7 @@ func TestHalfOpenBroker(t *testing.T) {
 	}
 	broker := testenv.Mosquitto(t, "")
 	hole := newBlackhole(t, strings.TrimPrefix(broker.URL, "mqtt://"))
-	m := sim.New(sim.Options{Start: time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC), Seed: 6, Counter: 1000})
-	keys := decrypt.Options{Keys: map[decrypt.Title]decrypt.Key{m.Title(): sim.DemoKey}}
+	m, keys := simMeter(6, 1000)
 	stamp := "smarty/" + m.ID() + "/0-0:1.0.0"
 	eyes := subscribeThrough(t, broker.URL, stamp)
 	logs := &logBuffer{}
@@ -303,8 +300,7 @@ func (s *reconnectingSubscriber) dump(topic string) []string {
 // counted, and said once.
 func TestHoldIsBounded(t *testing.T) {
 	broker := testenv.Mosquitto(t, "")
-	m := sim.New(sim.Options{Start: time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC), Seed: 8, Counter: 1000})
-	keys := decrypt.Options{Keys: map[decrypt.Title]decrypt.Key{m.Title(): sim.DemoKey}}
+	m, keys := simMeter(8, 1000)
 	stamp := "smarty/" + m.ID() + "/0-0:1.0.0"
 	logs := &logBuffer{}
 	src := &slowReader{}
@@ -348,8 +344,7 @@ func TestHoldIsBounded(t *testing.T) {
 // take them.
 func TestStopCountsWhatTheBrokerNeverTook(t *testing.T) {
 	broker := testenv.Mosquitto(t, "")
-	m := sim.New(sim.Options{Start: time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC), Seed: 9, Counter: 1000})
-	keys := decrypt.Options{Keys: map[decrypt.Title]decrypt.Key{m.Title(): sim.DemoKey}}
+	m, keys := simMeter(9, 1000)
 	logs := &logBuffer{}
 	src := &slowReader{}
 	h := start(t, testOptions(broker.URL, logs, keys), src)
