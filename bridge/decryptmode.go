@@ -56,11 +56,9 @@ type rawFrame struct {
 // titleState is what a decryptor keeps about one system title between
 // frames; bounded by an LRU.
 type titleState struct {
-	pending    bool         // a frame's confirmation waits for the broker
-	pendingCtr uint32       // its counter
-	authFails  int          // failed authentications in a row
-	okAt       time.Time    // when a frame last decoded
-	confirms   confirmState // settle.go
+	authFails int          // failed authentications in a row
+	okAt      time.Time    // when a frame last decoded
+	confirms  confirmState // settle.go
 }
 
 // plainState is what a decryptor keeps about one unencrypted meter.
@@ -314,7 +312,7 @@ func (d *decryptor) handle(ctx context.Context, f rawFrame) {
 	fid := frameID(f.payload)
 	d.mu.Lock()
 	st := d.state(id)
-	inFlight := st.pending && h.Counter <= st.pendingCtr
+	inFlight := st.confirms.inFlight(h.Counter)
 	d.mu.Unlock()
 	if inFlight {
 		d.duplicates.Add(1) // a repeat of the frame whose confirmation is on its way

@@ -30,7 +30,7 @@ import (
 //
 // A frame is confirmed as published once the broker acknowledged a
 // confirmation naming it: then the replay book moves (commit), and until
-// then the frame counts as in flight (titleState.pending).
+// then the frame counts as in flight (confirmState.inFlight).
 
 // The lists' bounds; together at most settledKept, what forwarders accept.
 const (
@@ -102,7 +102,6 @@ func (d *decryptor) settle(ctx context.Context, id string, k confirmKey, fid, ve
 	c := &st.confirms
 	c.add(fid, verdict)
 	if accepted {
-		st.pending, st.pendingCtr = true, counter
 		c.waiting = append(c.waiting, acceptedFrame{version: c.version, counter: counter, meterID: meterID, at: at})
 		c.urgent = true
 	}
@@ -190,9 +189,6 @@ func (d *decryptor) confirmWriter(ctx context.Context, id string, k confirmKey, 
 			d.abandon(st)
 			return
 		}
-		d.mu.Lock()
-		d.clearPending(st)
-		d.mu.Unlock()
 	}
 }
 
@@ -205,13 +201,12 @@ func (d *decryptor) abandon(st *titleState) {
 	c := &st.confirms
 	c.waiting = c.waiting[:0]
 	c.publishing = false
-	d.clearPending(st)
 }
 
-// clearPending lifts the in-flight mark once no published frame waits for
-// its confirmation. Called with d.mu held.
-func (d *decryptor) clearPending(st *titleState) {
-	if len(st.confirms.waiting) == 0 {
-		st.pending = false
-	}
+// inFlight reports whether a frame with counter is a repeat of a
+// published frame whose confirmation the broker has not acknowledged yet:
+// a duplicate, until the replay book moves. Called with decryptor.mu held.
+func (c *confirmState) inFlight(counter uint32) bool {
+	n := len(c.waiting)
+	return n > 0 && counter <= c.waiting[n-1].counter
 }
