@@ -434,10 +434,13 @@ func (s *Scanner) splitPlain(data []byte, atEnd bool) (int, Kind) {
 	// by a next telegram's hex-looking byte, or a zero-dropping meter's
 	// three digits, still end right.
 	n := -1
-	for d := digits; d >= 1; d-- {
-		if crc16.Verify(data[:bang+1], tail[:d]) {
-			n = bang + 1 + d
-			break
+	if digits > 0 {
+		sum := crc16.Checksum(data[:bang+1]) // once, for every run of digits
+		for d := digits; d >= 1; d-- {
+			if v, _ := crc16.ParseHex(tail[:d]); v == sum {
+				n = bang + 1 + d
+				break
+			}
 		}
 	}
 	if n < 0 {
