@@ -95,7 +95,7 @@ func fetchMQTTService(ctx context.Context, base, token string) (*mqttService, er
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }() // read only: nothing to lose
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("supervisor answered %s", resp.Status)

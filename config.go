@@ -439,7 +439,9 @@ func defaultClientID(mode, stateDir string) string {
 		rand.Read(r[:])
 		suffix = hex.EncodeToString(r[:])
 		if os.MkdirAll(stateDir, 0o700) == nil {
-			statefile.Write(file, []byte(suffix+"\n"), 0o600) // else drawn anew next run
+			// Else drawn anew next run: a new client to the broker, and
+			// the old one's retained status stays "offline".
+			_ = statefile.Write(file, []byte(suffix+"\n"), 0o600)
 		}
 	}
 	return "smartybridge-" + mode + "-" + bridge.TopicSafe(host) + "-" + suffix

@@ -19,6 +19,7 @@ import (
 // decodeConfig is what `smartybridge decode` reads from the environment.
 type decodeConfig struct {
 	KeyConfig
+	Baud int `envconfig:"BAUD" default:"115200"` // for -device
 }
 
 // decodeCounts tallies one decode run for its summary line.
@@ -31,7 +32,7 @@ type decodeCounts struct {
 	badKeyFor map[decrypt.Title]bool
 }
 
-func runDecode(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+func runDecode(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) (err error) {
 	var cfg decodeConfig
 	if err := processEnv(&cfg); err != nil {
 		return err
@@ -58,15 +59,14 @@ func runDecode(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 			ctx, cancel = context.WithTimeout(ctx, *maxTime)
 			defer cancel()
 		}
-		baud := 115200
-		if b := os.Getenv("SMARTY_BAUD"); b != "" {
-			fmt.Sscan(b, &baud)
+		if cfg.Baud <= 0 {
+			return configError{fmt.Errorf("SMARTY_BAUD=%d: want a positive speed such as 115200", cfg.Baud)}
 		}
-		p, err := port.Open(ctx, port.Options{Device: *device, Baud: baud, Log: slog.New(slog.NewTextHandler(stderr, nil))})
+		p, err := port.Open(ctx, port.Options{Device: *device, Baud: cfg.Baud, Log: slog.New(slog.NewTextHandler(stderr, nil))})
 		if err != nil {
 			return configError{err}
 		}
-		defer p.Close()
+		defer func() { _ = p.Close() }() // read only
 		in = p
 	} else {
 		files, closeAll, err := openInputs(fs.Args(), stdin)
@@ -81,7 +81,11 @@ func runDecode(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		if err != nil {
 			return configError{err}
 		}
-		defer f.Close()
+		defer func() {
+			if cerr := f.Close(); err == nil && cerr != nil {
+				err = fmt.Errorf("decode -raw: %w", cerr)
+			}
+		}()
 		in = io.TeeReader(in, f)
 	}
 	in = silenceTolerant{ctx, in}
@@ -206,7 +210,7 @@ func openInputs(names []string, stdin io.Reader) (io.Reader, func(), error) {
 	var readers []io.Reader
 	closeAll := func() {
 		for _, f := range files {
-			f.Close()
+			_ = f.Close() // read only
 		}
 	}
 	for _, n := range names {

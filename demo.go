@@ -77,7 +77,7 @@ func runDemo(ctx context.Context, stdout, stderr io.Writer) error {
 		pw.CloseWithError(simulate(ctx, pw, meter, time.Duration(dc.Interval), 0))
 	}()
 	err = b.Run(ctx, pr)
-	pr.Close()
+	_ = pr.Close() // stops the simulator; its error is ours
 	return err
 }
 
@@ -146,7 +146,11 @@ func runSimulate(ctx context.Context, args []string, stdout io.Writer) error {
 		if err != nil {
 			return configError{err}
 		}
-		defer f.Close()
+		defer func() {
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+		}()
 		w = f
 	}
 	m := sim.New(o)

@@ -21,7 +21,9 @@ func startBroker(addr string, log *slog.Logger) (stop func(), bound string, err 
 		return nil, "", configError{fmt.Errorf("embedded broker: cannot listen on %s (%v); is another broker running? Stop it, set SMARTY_DEMO_LISTEN=127.0.0.1:1884, or use it with SMARTY_MQTT_URL=mqtt://127.0.0.1:1883", addr, err)}
 	}
 	bound = l.Addr().String()
-	l.Close()
+	if err := l.Close(); err != nil {
+		return nil, "", err
+	}
 	// The broker's own lifecycle lines only matter when debugging.
 	blog := slog.New(slog.DiscardHandler)
 	if log.Enabled(context.Background(), slog.LevelDebug) {
@@ -43,5 +45,9 @@ func startBroker(addr string, log *slog.Logger) (stop func(), bound string, err 
 		}
 	case <-time.After(50 * time.Millisecond):
 	}
-	return func() { server.Close() }, bound, nil
+	return func() {
+		if err := server.Close(); err != nil {
+			log.Debug("embedded broker stop", "err", err)
+		}
+	}, bound, nil
 }

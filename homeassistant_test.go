@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/eclipse/paho.golang/paho"
-
 	"github.com/smartybridge/smartybridge/bridge"
 	"github.com/smartybridge/smartybridge/decrypt"
 	"github.com/smartybridge/smartybridge/discovery"
@@ -688,8 +686,4 @@ func entityIDSet(ents map[string]haEntity) []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-func publishRetained(topic string, payload []byte) *paho.Publish {
-	return &paho.Publish{Topic: topic, Payload: payload, Retain: true, QoS: 1}
 }

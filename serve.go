@@ -79,7 +79,7 @@ func runBridge(ctx context.Context, stderr io.Writer) error {
 	if err != nil {
 		return configError{err}
 	}
-	defer src.Close()
+	defer func() { _ = src.Close() }() // read only
 	b, err := bridge.New(opts)
 	if err != nil {
 		return err
@@ -117,7 +117,7 @@ func runForward(ctx context.Context, cfg *Config, opts bridge.Options, log *slog
 	if err != nil {
 		return configError{err}
 	}
-	defer src.Close()
+	defer func() { _ = src.Close() }() // read only
 	fo := bridge.ForwardOptions{Device: cfg.Device, StateDir: cfg.stateDir(), QueueMax: cfg.QueueMax}
 	if cfg.ConfirmKey != "" {
 		fo.ConfirmKey, _ = bridge.ParseConfirmKey(cfg.ConfirmKey) // checked by Validate

@@ -95,7 +95,7 @@ func dialKeep(tlsCfg *tls.Config, keep func(lockedConn)) func(context.Context, a
 		if !ok {
 			// paho changed its thread-safe connection: batches would no
 			// longer be safe (TestBatchesInterleavedOverTLS shows it).
-			c.Close()
+			_ = c.Close() // the error below says what matters
 			return nil, errors.New("paho's thread-safe connection is not a sync.Locker (paho upgrade?)")
 		}
 		keep(lc)

@@ -179,8 +179,8 @@ func NewForwarder(o Options, fo ForwardOptions) (*Forwarder, error) {
 		}
 		if e := f.describe(seq, b, now); e != nil {
 			f.entries = append(f.entries, e)
-		} else {
-			sp.Remove(seq)
+		} else if err := sp.Remove(seq); err != nil {
+			log.Warn("cannot remove a damaged record from the queue; it is skipped again at every start", "err", err)
 		}
 	}
 	for t := range f.pins {
@@ -274,7 +274,9 @@ func (f *Forwarder) Run(ctx context.Context, src io.Reader) error {
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if c.up.Load() {
-		c.publish(sctx, f.statusTopic, []byte("offline"), 1, true)
+		if err := c.publish(sctx, f.statusTopic, []byte("offline"), 1, true); err != nil {
+			f.log.Debug("offline not published; the broker sends the Last Will", "err", err)
+		}
 	}
 	c.close(sctx)
 	fw, cf, dr := f.Stats()
@@ -383,8 +385,15 @@ func (f *Forwarder) queue(ctx context.Context, frame []byte) {
 
 // drop removes an entry's frame from the spool. Called with f.mu held.
 func (f *Forwarder) drop(e *entry) {
-	if e.seq != 0 {
-		f.spool.Remove(e.seq)
+	if e.seq == 0 {
+		return
+	}
+	if err := f.spool.Remove(e.seq); err != nil {
+		// Harmless but for the disk: after a restart the frame is sent
+		// again and the decryptors settle it as a duplicate.
+		if ok, _ := f.logs.allow("spool remove"); ok {
+			f.log.Warn("cannot remove a settled frame from the queue", "err", err, "hint", "check free space and permissions of SMARTY_STATE_DIR")
+		}
 	}
 }
 
@@ -400,7 +409,9 @@ func (f *Forwarder) frame(e *entry) ([]byte, error) {
 // decryptors' confirmations, after every (re)connection.
 func (f *Forwarder) connected(ctx context.Context) {
 	<-f.ready
-	f.conn.publish(ctx, f.statusTopic, []byte("online"), 1, true)
+	if err := f.conn.publish(ctx, f.statusTopic, []byte("online"), 1, true); err != nil {
+		f.log.Debug("status not published", "err", err)
+	}
 	f.publishDescription(ctx)
 	if err := f.conn.subscribe(ctx, f.o.TopicPrefix+"/confirm/+"); err != nil {
 		f.log.Warn("cannot subscribe to the decryptors' confirmations; frames stay queued", "err", err)
@@ -433,7 +444,9 @@ func (f *Forwarder) publishDescription(ctx context.Context) {
 	text := fmt.Sprintf("smartybridge %s forwards the encrypted P1 frames read from %s, unchanged, to %s/raw/<SYSTEM-TITLE> (QoS 1). It holds no key; a decryptor (SMARTY_MODE=decrypt) turns them into Home Assistant sensors. Meters seen: %s.",
 		f.o.Version, f.fo.Device, f.o.TopicPrefix, seen)
 	if f.conn.up.Load() {
-		f.conn.publish(ctx, f.o.TopicPrefix+"/forwarder/"+f.o.MQTT.ClientID, []byte(text), 1, true)
+		if err := f.conn.publish(ctx, f.o.TopicPrefix+"/forwarder/"+f.o.MQTT.ClientID, []byte(text), 1, true); err != nil {
+			f.log.Debug("description not published", "err", err)
+		}
 	}
 }
 

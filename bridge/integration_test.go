@@ -32,8 +32,6 @@ var update = flag.Bool("update", false, "rewrite golden files")
 type logBuffer = testenv.Buffer
 
 type harness struct {
-	broker *testenv.Broker
-	logs   *logBuffer
 	b      *Bridge
 	cancel context.CancelFunc
 	done   chan error

@@ -175,13 +175,13 @@ func dial(ctx context.Context, o MQTTOptions, co connectOptions, log *slog.Logge
 	}
 	if co.maxPacket > 0 {
 		limit := co.maxPacket
-		cfg.SetConnectPacketConfigurator(func(p *paho.Connect) (*paho.Connect, error) {
+		cfg.ConnectPacketBuilder = func(p *paho.Connect, _ *url.URL) (*paho.Connect, error) {
 			if p.Properties == nil {
 				p.Properties = &paho.ConnectProperties{}
 			}
 			p.Properties.MaximumPacketSize = &limit
 			return p, nil
-		})
+		}
 	}
 	cm, err := autopaho.NewConnection(ctx, cfg)
 	if err != nil {
@@ -323,7 +323,9 @@ func (c *conn) awaitConnection(ctx context.Context, d time.Duration) bool {
 
 // close disconnects cleanly (no will) and waits for autopaho to stop.
 func (c *conn) close(ctx context.Context) {
-	c.cm.Disconnect(ctx)
+	if err := c.cm.Disconnect(ctx); err != nil {
+		c.log.Debug("disconnect", "err", err) // already down: nothing to close
+	}
 	select {
 	case <-c.cm.Done():
 	case <-ctx.Done():

@@ -161,7 +161,9 @@ func Serve(ctx context.Context, addr string, snapshot func() Snapshot, log *slog
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
-		srv.Shutdown(sctx)
+		if err := srv.Shutdown(sctx); err != nil {
+			log.Debug("metrics endpoint stop", "err", err)
+		}
 	}()
 	log.Info("serving Prometheus metrics", "url", "http://"+l.Addr().String()+"/metrics")
 	return done, nil

@@ -57,7 +57,7 @@ func Open(dir string, limit int) (*Spool, error) {
 	for _, e := range entries {
 		name := e.Name()
 		if strings.HasSuffix(name, ".tmp") {
-			os.Remove(filepath.Join(dir, name)) // a write that did not finish
+			_ = os.Remove(filepath.Join(dir, name)) // a write that did not finish; tried again next start
 			continue
 		}
 		seq, err := strconv.ParseUint(strings.TrimSuffix(name, suffix), 10, 64)
@@ -90,7 +90,7 @@ func (s *Spool) Append(data []byte) (seq uint64, dropped int, err error) {
 	s.next++
 	s.seqs = append(s.seqs, seq)
 	for len(s.seqs) > s.max {
-		os.Remove(s.path(s.seqs[0]))
+		_ = os.Remove(s.path(s.seqs[0])) // left behind, it is dropped again at the next Open
 		s.seqs = s.seqs[1:]
 		dropped++
 	}

@@ -133,18 +133,18 @@ exec chroot "$2" /opt/ha/bin/hass -c /config --skip-pip`
 	if err != nil {
 		ha.t.Fatal(err)
 	}
-	defer out.Close()
+	defer func() { _ = out.Close() }()
 	ha.cmd.Stdout, ha.cmd.Stderr = out, out
 	if err := ha.cmd.Start(); err != nil {
 		ha.t.Fatal(err)
 	}
 	ha.done = make(chan struct{})
-	go func(cmd *exec.Cmd, done chan struct{}) { cmd.Wait(); close(done) }(ha.cmd, ha.done)
+	go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); close(done) }(ha.cmd, ha.done)
 	deadline := time.Now().Add(90 * time.Second)
 	for {
 		resp, err := http.Get(ha.URL + "/api/onboarding")
 		if err == nil {
-			resp.Body.Close()
+			_ = resp.Body.Close()
 			if resp.StatusCode == 200 {
 				break
 			}
@@ -168,18 +168,18 @@ exec chroot "$2" /opt/ha/bin/hass -c /config --skip-pip`
 func (ha *HomeAssistant) Stop() {
 	ha.mu.Lock()
 	if ha.ws != nil {
-		ha.ws.Close()
+		_ = ha.ws.Close()
 		ha.ws = nil
 	}
 	ha.mu.Unlock()
 	if ha.cmd == nil || ha.cmd.Process == nil {
 		return
 	}
-	ha.cmd.Process.Signal(syscall.SIGTERM)
+	_ = ha.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-ha.done:
 	case <-time.After(60 * time.Second):
-		ha.cmd.Process.Kill()
+		_ = ha.cmd.Process.Kill()
 		<-ha.done
 	}
 	ha.cmd = nil
@@ -214,7 +214,7 @@ func (ha *HomeAssistant) Onboard() {
 	if err != nil {
 		ha.t.Fatal(err)
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	var tok struct {
 		AccessToken string `json:"access_token"`
 	}
@@ -275,7 +275,7 @@ func (ha *HomeAssistant) request(method, path string, body any, out any) error {
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
+	defer func() { _ = resp.Body.Close() }()
 	b, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode/100 != 2 {
 		return fmt.Errorf("%s %s: HTTP %d: %s", method, path, resp.StatusCode, b)
@@ -357,9 +357,9 @@ func (ha *HomeAssistant) TryWS(cmd map[string]any, out any) error {
 	for k, v := range cmd {
 		msg[k] = v
 	}
-	ha.ws.NetConn().SetDeadline(time.Now().Add(60 * time.Second))
+	_ = ha.ws.NetConn().SetDeadline(time.Now().Add(60 * time.Second))
 	if err := ha.ws.WriteJSON(msg); err != nil {
-		ha.ws.Close()
+		_ = ha.ws.Close()
 		ha.ws = nil
 		return err
 	}
@@ -372,7 +372,7 @@ func (ha *HomeAssistant) TryWS(cmd map[string]any, out any) error {
 			Error   json.RawMessage `json:"error"`
 		}
 		if err := ha.ws.ReadJSON(&res); err != nil {
-			ha.ws.Close()
+			_ = ha.ws.Close()
 			ha.ws = nil
 			return err
 		}
@@ -394,18 +394,18 @@ func (ha *HomeAssistant) dialWS() error {
 	if err != nil {
 		return err
 	}
-	c.NetConn().SetDeadline(time.Now().Add(30 * time.Second))
+	_ = c.NetConn().SetDeadline(time.Now().Add(30 * time.Second))
 	var m struct{ Type string }
 	if err := c.ReadJSON(&m); err != nil || m.Type != "auth_required" {
-		c.Close()
+		_ = c.Close()
 		return fmt.Errorf("websocket: %v %q", err, m.Type)
 	}
 	if err := c.WriteJSON(map[string]string{"type": "auth", "access_token": ha.Token}); err != nil {
-		c.Close()
+		_ = c.Close()
 		return err
 	}
 	if err := c.ReadJSON(&m); err != nil || m.Type != "auth_ok" {
-		c.Close()
+		_ = c.Close()
 		return fmt.Errorf("websocket auth: %v %q", err, m.Type)
 	}
 	ha.ws = c
@@ -416,7 +416,7 @@ func (ha *HomeAssistant) closeWS() {
 	ha.mu.Lock()
 	defer ha.mu.Unlock()
 	if ha.ws != nil {
-		ha.ws.Close()
+		_ = ha.ws.Close()
 		ha.ws = nil
 	}
 }

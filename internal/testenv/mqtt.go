@@ -68,7 +68,7 @@ func SubscribeConn(t testing.TB, c net.Conn, connect *paho.Connect, topics ...st
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
-		s.Client.Disconnect(&paho.Disconnect{})
+		_ = s.Client.Disconnect(&paho.Disconnect{})
 		<-ctx.Done()
 	})
 	return s

@@ -66,7 +66,7 @@ func FreePort(t testing.TB) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	return l.Addr().(*net.TCPAddr).Port
 }
 
@@ -111,7 +111,7 @@ func (b *Broker) Start() {
 	if err != nil {
 		b.t.Fatal(err)
 	}
-	defer logf.Close()
+	defer func() { _ = logf.Close() }()
 	b.cmd.Stderr = logf
 	if err := b.cmd.Start(); err != nil {
 		b.t.Fatal(err)
@@ -124,8 +124,8 @@ func (b *Broker) Stop() {
 	if b.cmd == nil || b.cmd.Process == nil {
 		return
 	}
-	b.cmd.Process.Signal(syscall.SIGTERM)
-	b.cmd.Wait()
+	_ = b.cmd.Process.Signal(syscall.SIGTERM)
+	_ = b.cmd.Wait()
 	b.cmd = nil
 }
 
@@ -134,8 +134,8 @@ func (b *Broker) Kill() {
 	if b.cmd == nil || b.cmd.Process == nil {
 		return
 	}
-	b.cmd.Process.Kill()
-	b.cmd.Wait()
+	_ = b.cmd.Process.Kill()
+	_ = b.cmd.Wait()
 	b.cmd = nil
 }
 
@@ -145,7 +145,7 @@ func waitTCP(t testing.TB, port int) {
 	for time.Now().Before(deadline) {
 		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))
 		if err == nil {
-			c.Close()
+			_ = c.Close()
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -207,12 +207,12 @@ func (p *PTY) Write(b []byte) (int, error) { return p.w.Write(b) }
 // Stop removes the pair: the cable is pulled.
 func (p *PTY) Stop() {
 	if p.w != nil {
-		p.w.Close()
+		_ = p.w.Close()
 		p.w = nil
 	}
 	if p.cmd != nil && p.cmd.Process != nil {
-		p.cmd.Process.Signal(syscall.SIGTERM)
-		p.cmd.Wait()
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		_ = p.cmd.Wait()
 		p.cmd = nil
 	}
 }

@@ -148,7 +148,9 @@ func (r *Reader) Read(p []byte) (int, error) {
 			continue
 		}
 		if c, ok := conn.(net.Conn); ok {
-			c.SetReadDeadline(time.Now().Add(r.o.ReadTimeout))
+			// A connection that takes no deadline is read without one;
+			// the meter's silence is then noticed by TCP keepalive.
+			_ = c.SetReadDeadline(time.Now().Add(r.o.ReadTimeout))
 		}
 		start := time.Now()
 		n, err := conn.Read(p)
@@ -283,7 +285,7 @@ func (r *Reader) drop(err error) {
 	r.conn = nil
 	r.mu.Unlock()
 	if c != nil {
-		c.Close()
+		_ = c.Close() // a port that failed: the reopen says what is wrong
 	}
 	if r.ctx.Err() != nil {
 		return

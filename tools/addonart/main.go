@@ -78,7 +78,7 @@ func save(name string, img image.Image) {
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	if err := png.Encode(f, img); err != nil {
 		log.Fatal(err)
 	}

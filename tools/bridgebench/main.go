@@ -127,7 +127,7 @@ func run(bin string, frames int, every time.Duration, useTLS bool) (res result, 
 	if err != nil {
 		return res, err
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }()
 
 	// Broker: the subscriber uses the plain listener, the bridge the TLS
 	// one with -tls.
@@ -141,7 +141,7 @@ func run(bin string, frames int, every time.Duration, useTLS bool) (res result, 
 	if err != nil {
 		return res, err
 	}
-	defer mosq.Process.Kill()
+	defer func() { _ = mosq.Process.Kill() }()
 	brokerEnv := []string{"SMARTY_MQTT_URL=mqtt://" + addr}
 	if useTLS {
 		brokerEnv = []string{"SMARTY_MQTT_URL=" + tlsURL, "SMARTY_MQTT_CA_FILE=" + caFile}
@@ -154,7 +154,7 @@ func run(bin string, frames int, every time.Duration, useTLS bool) (res result, 
 	if err := socat.Start(); err != nil {
 		return res, fmt.Errorf("socat: %w", err)
 	}
-	defer socat.Process.Kill()
+	defer func() { _ = socat.Process.Kill() }()
 	for range 500 {
 		if _, err := os.Stat(dev); err == nil {
 			break
@@ -165,7 +165,7 @@ func run(bin string, frames int, every time.Duration, useTLS bool) (res result, 
 	if err != nil {
 		return res, err
 	}
-	defer w.Close()
+	defer func() { _ = w.Close() }()
 
 	// Subscriber: counts state messages.
 	arrivals := make(chan time.Time, 4096)
@@ -198,13 +198,13 @@ func run(bin string, frames int, every time.Duration, useTLS bool) (res result, 
 		return res, err
 	}
 	defer func() { // a clean stop before the broker goes
-		bridge.Process.Signal(syscall.SIGTERM)
+		_ = bridge.Process.Signal(syscall.SIGTERM)
 		done := make(chan struct{})
-		go func() { bridge.Wait(); close(done) }()
+		go func() { _ = bridge.Wait(); close(done) }()
 		select {
 		case <-done:
 		case <-time.After(10 * time.Second):
-			bridge.Process.Kill()
+			_ = bridge.Process.Kill()
 		}
 	}()
 	time.Sleep(time.Second)

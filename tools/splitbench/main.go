@@ -54,13 +54,13 @@ func run(bin string, meters, rounds, decryptors int, timeout time.Duration) erro
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
+	defer func() { _ = os.RemoveAll(dir) }()
 
 	mosq, addr, err := benchkit.Mosquitto(dir, "max_queued_messages 0\nmax_inflight_messages 0\n")
 	if err != nil {
 		return err
 	}
-	defer mosq.Process.Kill()
+	defer func() { _ = mosq.Process.Kill() }()
 
 	// Meters, their keys, their frames.
 	fmt.Printf("preparing %d frames of %d meters…\n", meters*rounds, meters)
@@ -72,7 +72,9 @@ func run(bin string, meters, rounds, decryptors int, timeout time.Duration) erro
 		fmt.Fprintf(&keys, "%s:%X\n", sims[i].Title(), k[:])
 	}
 	keysFile := filepath.Join(dir, "keys")
-	os.WriteFile(keysFile, []byte(keys.String()), 0o600)
+	if err := os.WriteFile(keysFile, []byte(keys.String()), 0o600); err != nil {
+		return err
+	}
 	type msg struct {
 		topic string
 		frame []byte
@@ -122,8 +124,8 @@ func run(bin string, meters, rounds, decryptors int, timeout time.Duration) erro
 	}
 	defer func() {
 		for _, d := range decs {
-			d.Process.Signal(syscall.SIGTERM)
-			d.Wait()
+			_ = d.Process.Signal(syscall.SIGTERM)
+			_ = d.Wait()
 		}
 	}()
 	time.Sleep(2 * time.Second)

@@ -21,7 +21,7 @@ func Mosquitto(dir, extra string) (*exec.Cmd, string, error) {
 		return nil, "", err
 	}
 	addr := l.Addr().String()
-	l.Close()
+	_ = l.Close()
 	conf := filepath.Join(dir, "mosquitto.conf")
 	cfg := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\n%s", l.Addr().(*net.TCPAddr).Port, extra)
 	if os.Geteuid() == 0 {
@@ -40,12 +40,12 @@ func Mosquitto(dir, extra string) (*exec.Cmd, string, error) {
 	}
 	for range 500 {
 		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
+			_ = c.Close()
 			return cmd, addr, nil
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	cmd.Process.Kill()
+	_ = cmd.Process.Kill()
 	return nil, "", fmt.Errorf("mosquitto does not listen on %s", addr)
 }
 

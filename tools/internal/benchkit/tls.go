@@ -67,7 +67,7 @@ func TLSListener(dir string) (conf, url, caFile string, err error) {
 		return "", "", "", err
 	}
 	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	_ = l.Close()
 	conf = fmt.Sprintf("listener %d 127.0.0.1\ncafile %s\ncertfile %s\nkeyfile %s\n", port, caFile, certFile, keyFile)
 	return conf, fmt.Sprintf("mqtts://127.0.0.1:%d", port), caFile, nil
 }
