@@ -10,8 +10,8 @@ import (
 	"log/slog"
 	"os"
 
-	"github.com/smartybridge/smartybridge/bridge"
 	"github.com/smartybridge/smartybridge/decrypt"
+	"github.com/smartybridge/smartybridge/internal/telegrams"
 	"github.com/smartybridge/smartybridge/p1"
 	"github.com/smartybridge/smartybridge/p1/port"
 )
@@ -26,7 +26,7 @@ type decodeConfig struct {
 type decodeCounts struct {
 	decoded   int
 	bareLF    int // telegrams whose lines end in LF without CR
-	rejected  map[string]int
+	rejected  telegrams.Counts
 	authKey   int // authentication failures where the key itself was right
 	noKeyFor  map[decrypt.Title]bool
 	badKeyFor map[decrypt.Title]bool
@@ -89,33 +89,34 @@ func runDecode(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 		in = io.TeeReader(in, f)
 	}
 	in = silenceTolerant{ctx, in}
-	dec, err := bridge.NewDecoder(cfg.decryptOptions())
+	rd, err := telegrams.NewReader(in, cfg.decryptOptions())
 	if err != nil {
 		return err
 	}
 
 	out := bufio.NewWriterSize(stdout, 64<<10)
-	c := decodeCounts{rejected: map[string]int{}, noKeyFor: map[decrypt.Title]bool{}, badKeyFor: map[decrypt.Title]bool{}}
-	sc := p1.NewScanner(in)
+	c := decodeCounts{noKeyFor: map[decrypt.Title]bool{}, badKeyFor: map[decrypt.Title]bool{}}
 	line := make([]byte, 0, 8192)
 	frames := 0
-	for sc.Scan() {
-		if ctx.Err() != nil {
-			break
-		}
-		frames++
-		enough := *maxFrames > 0 && frames >= *maxFrames
-		tg, from, err := dec.Decode(sc.Kind(), sc.Frame())
-		if err != nil {
-			if bridge.FramingError(err) {
-				sc.Reject()
-			}
-			c.reject(err, from, cfg.KeyConfig, stderr)
-			if enough {
+	var readErr error
+	for ctx.Err() == nil {
+		f, err := rd.Next()
+		if fe, ok := telegrams.AsFrameError(err); ok {
+			c.reject(fe, cfg.KeyConfig, stderr)
+			if frames++; *maxFrames > 0 && frames >= *maxFrames {
 				break
 			}
 			continue
 		}
+		if err != nil {
+			if err != io.EOF {
+				readErr = err
+			}
+			break
+		}
+		frames++
+		enough := *maxFrames > 0 && frames >= *maxFrames
+		tg, from := f.Telegram, f.Origin
 		for _, e := range tg.Malformed {
 			fmt.Fprintf(stderr, "smartybridge: skipped a line: %v\n", e)
 		}
@@ -134,15 +135,16 @@ func runDecode(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 	if err := out.Flush(); err != nil {
 		return err
 	}
-	st := sc.Stats()
+	st := rd.Stats()
 	lf := ""
 	if c.bareLF > 0 {
 		lf = fmt.Sprintf(" (%d with bare LF line ends, no CR: a gateway or ser2net strips it; fine while the CRC matches)", c.bareLF)
 	}
 	fmt.Fprintf(stderr, "smartybridge: decoded %d telegrams%s; rejected %d authentication, %d no key, %d CRC, %d malformed, %d too long; %d bytes skipped\n",
-		c.decoded, lf, c.rejected["authentication"], c.rejected["no key"], c.rejected["crc"]+st.BadCRC, c.rejected["malformed"], st.TooLong, st.Skipped)
-	if err := sc.Err(); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("read input: %w", err)
+		c.decoded, lf, c.rejected[telegrams.Authentication], c.rejected[telegrams.NoKey], c.rejected[telegrams.CRC]+int64(st.BadCRC),
+		c.rejected[telegrams.Malformed], st.TooLong, st.Skipped)
+	if readErr != nil && !errors.Is(readErr, context.Canceled) && !errors.Is(readErr, context.DeadlineExceeded) {
+		return fmt.Errorf("read input: %w", readErr)
 	}
 	if st.Frames+st.Rejected+st.BadCRC == 0 && st.Skipped > 0 {
 		fmt.Fprintf(stderr, "smartybridge: %d bytes but not one frame: a capture made with cat on a serial device is mangled by the tty (cooked mode); capture with 'smartybridge decode -device /dev/ttyUSB0 -raw capture.bin', or set the port raw first (stty -F /dev/ttyUSB0 115200 raw -echo). Live: check the speed (SMARTY_BAUD=115200) and that the cable inverts the signal\n", st.Skipped)
@@ -158,10 +160,13 @@ func runDecode(ctx context.Context, args []string, stdin io.Reader, stdout, stde
 // reject counts a frame that did not decode and explains the first one of
 // each kind per meter: what is wrong and what to change. The key is never
 // printed.
-func (c *decodeCounts) reject(err error, from p1.Origin, keys KeyConfig, stderr io.Writer) {
-	reason := bridge.Reason(err)
-	c.rejected[reason]++
-	title := decrypt.Title(from.SystemTitle)
+func (c *decodeCounts) reject(fe *telegrams.FrameError, keys KeyConfig, stderr io.Writer) {
+	if fe.Reason == telegrams.NotAFrame {
+		return
+	}
+	c.rejected[fe.Reason]++
+	err := fe.Err
+	title := decrypt.Title(fe.Origin.SystemTitle)
 	switch {
 	case errors.Is(err, decrypt.ErrAuthKey):
 		if c.authKey++; c.authKey == 1 {

@@ -14,6 +14,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/smartybridge/smartybridge/decrypt"
+	"github.com/smartybridge/smartybridge/internal/telegrams"
 	"github.com/smartybridge/smartybridge/internal/testenv"
 )
 
@@ -76,8 +77,8 @@ func TestBrokerACL(t *testing.T) {
 		}
 	}
 	time.Sleep(300 * time.Millisecond)
-	if dec.Stats().AuthFailures != 0 || fwd.Forged() != 0 {
-		t.Errorf("refused messages reached smartybridge: %d authentication failures, %d forged confirmations", dec.Stats().AuthFailures, fwd.Forged())
+	if dec.Stats().Rejected[telegrams.Authentication] != 0 || fwd.Forged() != 0 {
+		t.Errorf("refused messages reached smartybridge: %d authentication failures, %d forged confirmations", dec.Stats().Rejected[telegrams.Authentication], fwd.Forged())
 	}
 	if v, _ := ha.Get("smarty/SAG1030700012701/1-0:1.8.0"); v != "273.764" {
 		t.Errorf("state overwritten: %s", v)

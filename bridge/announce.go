@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/smartybridge/smartybridge/discovery"
+	"github.com/smartybridge/smartybridge/internal/telegrams"
 )
 
 // announcer publishes discovery and availability when asked.
@@ -176,14 +177,14 @@ func (b *Bridge) checkQuiet(now time.Time) {
 	}
 	b.warnedQuiet.Store(true)
 	b.counts.quiet.Add(1)
-	reason, _ := b.lastReason.Load().(string)
+	reason := telegrams.Reason(b.lastReason.Load())
 	hint := "bytes arrive on the port but form no frame: check the speed (SMARTY_BAUD=115200 for Smarty), that the cable inverts the signal (an FTDI P1 cable does; a plain USB-serial adapter does not), and that SMARTY_DEVICE is the meter's port"
 	switch reason {
-	case "authentication":
+	case telegrams.Authentication:
 		hint = "frames arrive but fail authentication: check SMARTY_KEY (the key of this meter, from the grid operator)"
-	case "no key":
+	case telegrams.NoKey:
 		hint = "encrypted frames arrive but no key is configured for the meter: set SMARTY_KEY"
-	case "crc", "malformed":
+	case telegrams.CRC, telegrams.Malformed:
 		hint = "telegrams arrive damaged: check the cable and its connection"
 	}
 	b.log.Warn("no valid telegram for a while", "for", b.o.NoFrameWarning, "bytes_received", b.bytesIn.Load(), "hint", hint)
@@ -211,5 +212,6 @@ func (b *Bridge) shutdown() {
 	b.conn.close(ctx)
 	s := b.Stats()
 	b.log.Info("stopped", "telegrams", s.Telegrams, "states", s.States, "dropped", s.Dropped,
-		"auth_failures", s.AuthFailures, "crc_errors", s.CRCErrors, "malformed", s.Malformed, "resent", s.Resent, "lost", s.Lost)
+		"auth_failures", s.Rejected[telegrams.Authentication], "crc_errors", s.Rejected[telegrams.CRC], "malformed", s.Rejected[telegrams.Malformed],
+		"resent", s.Resent, "lost", s.Lost)
 }

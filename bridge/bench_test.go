@@ -12,6 +12,7 @@ import (
 
 	"github.com/smartybridge/smartybridge/decrypt"
 	"github.com/smartybridge/smartybridge/discovery"
+	"github.com/smartybridge/smartybridge/internal/telegrams"
 	"github.com/smartybridge/smartybridge/internal/testenv"
 	"github.com/smartybridge/smartybridge/p1"
 	"github.com/smartybridge/smartybridge/p1/sim"
@@ -82,7 +83,7 @@ func BenchmarkPahoPublishQoS0(b *testing.B) {
 func BenchmarkAppendStates(b *testing.B) {
 	m := sim.New(sim.Options{Start: time.Now()})
 	frame := m.Frame(nil, time.Now())
-	d, _ := NewDecoder(decrypt.Options{Key: &sim.DemoKey})
+	d, _ := telegrams.NewDecoder(decrypt.Options{Key: &sim.DemoKey})
 	var buf []byte
 	b.ReportAllocs()
 	for b.Loop() {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/smartybridge/smartybridge/decrypt"
 	"github.com/smartybridge/smartybridge/discovery"
+	"github.com/smartybridge/smartybridge/internal/telegrams"
 	"github.com/smartybridge/smartybridge/p1"
 )
 
@@ -49,16 +50,14 @@ type Options struct {
 
 // Stats counts what a Bridge did. Read it with Bridge.Stats.
 type Stats struct {
-	Telegrams     int64 // telegrams decoded and published
-	States        int64 // state messages published
-	Dropped       int64 // messages not published because the broker was away
-	AuthFailures  int64 // frames that failed authentication
-	NoKey         int64 // frames of meters without a key
-	CRCErrors     int64 // telegrams with a CRC mismatch
-	Malformed     int64 // telegrams that did not parse
+	Telegrams int64 // telegrams decoded and published
+	States    int64 // state messages published
+	Dropped   int64 // messages not published because the broker was away
+	// Rejected frames by reason; Replayed counts frames whose counter
+	// did not grow (a replay, or in decrypt mode a duplicate).
+	Rejected      telegrams.Counts
 	Decreasing    int64 // totals not published: they went down, or a plain meter's grew implausibly (totals.go)
 	Announcements int64 // discovery messages published
-	Replayed      int64 // frames dropped because their counter did not grow (bridge mode)
 	Quiet         int64 // spells of bytes without a valid telegram (NoFrameWarning)
 	// Bridge mode: telegrams sent again because the broker had not taken
 	// them (it was away, or the connection died), and telegrams given up
@@ -68,7 +67,8 @@ type Stats struct {
 }
 
 type counters struct {
-	telegrams, states, dropped, auth, noKey, crc, malformed, decreasing, announcements, replayed, quiet, resent, lost atomic.Int64
+	telegrams, states, dropped, decreasing, announcements, quiet, resent, lost atomic.Int64
+	rejected                                                                   [len(telegrams.Counts{})]atomic.Int64
 }
 
 // Bridge reads frames, decodes them and publishes Home Assistant discovery,
@@ -76,7 +76,7 @@ type counters struct {
 type Bridge struct {
 	o           Options
 	log         *slog.Logger
-	dec         *Decoder
+	dec         *telegrams.Decoder
 	statusTopic string
 	conn        *conn
 	pub         publisher
@@ -89,6 +89,7 @@ type Bridge struct {
 	connGen  atomic.Int64              // counts connections
 	split    atomic.Pointer[decryptor] // decrypt mode only
 	bytesIn  atomic.Int64
+	skipped  atomic.Int64 // the reading loop's count of bytes in no frame
 	counts   counters
 	book     *replayBook
 	// saveState: how saving the book went (saveBook).
@@ -100,7 +101,7 @@ type Bridge struct {
 	logs  *logLimiter
 
 	// Reading goroutine only.
-	streak   map[string]int
+	streak   map[telegrams.Reason]int
 	lastRaw  []byte
 	lastID   string
 	stateBuf []byte
@@ -109,7 +110,7 @@ type Bridge struct {
 	// Telegrams the broker has not confirmed (hold.go); lastWrite names
 	// the PINGREQ that closed the last batch (0: none written).
 	held       holdRing
-	redec      *Decoder
+	redec      *telegrams.Decoder
 	lastWrite  struct{ gen, ping int64 }
 	warnedLost bool
 	holdBack   bool // older telegrams wait: hold this one too
@@ -119,11 +120,10 @@ type Bridge struct {
 	selfDirty  atomic.Bool // its discovery must be (re)published
 	lastReject atomic.Pointer[rejection]
 	sw         *switcher // discovery of another style (switch.go)
-	scanner    atomic.Pointer[p1.Scanner]
 
 	// Shared with the watchdog.
-	lastValid   atomic.Int64 // unix nanoseconds of the last telegram
-	lastReason  atomic.Value // string: why the last frame was rejected
+	lastValid   atomic.Int64  // unix nanoseconds of the last telegram
+	lastReason  atomic.Uint32 // telegrams.Reason: why the last frame was rejected
 	warnedQuiet atomic.Bool
 }
 
@@ -175,7 +175,7 @@ func New(o Options) (*Bridge, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	dec, err := NewDecoder(o.Keys)
+	dec, err := telegrams.NewDecoder(o.Keys)
 	if err != nil {
 		return nil, err
 	}
@@ -185,7 +185,7 @@ func New(o Options) (*Bridge, error) {
 		meters:      map[string]*meter{},
 		announce:    make(chan struct{}, 1),
 		ready:       make(chan struct{}),
-		streak:      map[string]int{},
+		streak:      map[telegrams.Reason]int{},
 		book:        newReplayBook(o.StateDir),
 		keyID:       keyIDs(o.Keys),
 		logs:        newLogLimiter(10*time.Minute, 20),
@@ -203,12 +203,15 @@ func (b *Bridge) StatusTopic() string { return b.statusTopic }
 // Stats returns the counters so far.
 func (b *Bridge) Stats() Stats {
 	c := &b.counts
-	return Stats{
+	s := Stats{
 		Telegrams: c.telegrams.Load(), States: c.states.Load(), Dropped: c.dropped.Load(),
-		AuthFailures: c.auth.Load(), NoKey: c.noKey.Load(), CRCErrors: c.crc.Load(), Malformed: c.malformed.Load(),
-		Decreasing: c.decreasing.Load(), Announcements: c.announcements.Load(), Replayed: c.replayed.Load(), Quiet: c.quiet.Load(),
+		Decreasing: c.decreasing.Load(), Announcements: c.announcements.Load(), Quiet: c.quiet.Load(),
 		Resent: c.resent.Load(), Lost: c.lost.Load(),
 	}
+	for i := range c.rejected {
+		s.Rejected[i] = c.rejected[i].Load()
+	}
+	return s
 }
 
 // Run connects to the broker and publishes what src delivers until ctx is
@@ -288,48 +291,49 @@ func (b *Bridge) run(ctx context.Context, co connectOptions, live bool, body fun
 
 // read is the reading loop: frames in, states out.
 func (b *Bridge) read(ctx context.Context, src io.Reader) error {
+	var rd *telegrams.Reader
 	// Held telegrams go out as soon as the broker is back, even while the
 	// port is silent.
-	sc := p1.NewScanner(hookedReader{countingReader{ctx, src, &b.bytesIn}, func() { b.flushHeld(ctx) }})
-	b.scanner.Store(sc)
-	for t := range b.o.Keys.Keys {
-		sc.Know(t) // frames of a configured meter are real where they start
+	rd, err := telegrams.NewReader(hookedReader{countingReader{ctx, src, &b.bytesIn}, func() {
+		b.skipped.Store(int64(rd.Stats().Skipped))
+		b.flushHeld(ctx)
+	}}, b.o.Keys)
+	if err != nil {
+		return err
 	}
 	// A live port is read before the broker answers (run); the first
 	// telegrams wait for it a little, so that none is lost at start.
 	holdUntil := time.Now().Add(10 * time.Second)
-	for sc.Scan() {
+	for {
+		f, err := rd.Next()
+		if fe, ok := telegrams.AsFrameError(err); ok {
+			b.rejected(fe.Err, fe.Reason, fe.Origin)
+			continue
+		}
+		if err != nil {
+			b.skipped.Store(int64(rd.Stats().Skipped))
+			b.drainHeld(ctx)
+			if err == io.EOF || errors.Is(err, context.Canceled) {
+				return nil
+			}
+			return fmt.Errorf("read meter: %w", err)
+		}
 		if b.connGen.Load() == 0 && time.Now().Before(holdUntil) {
 			b.conn.awaitConnection(ctx, time.Until(holdUntil))
 		}
-		tg, from, err := b.dec.Decode(sc.Kind(), sc.Frame())
-		if err != nil {
-			if FramingError(err) {
-				sc.Reject()
+		tg, from := f.Telegram, f.Origin
+		if from.Encrypted {
+			// Replay protection: a TCP source or a capture can be replayed.
+			title, kid := decrypt.Title(from.SystemTitle).String(), b.keyID(from.SystemTitle)
+			at, _ := tg.Time()
+			if !b.replayGuard(title, kid, from.FrameCounter, at) {
+				b.counts.rejected[telegrams.Replayed].Add(1)
+				continue
 			}
-			b.rejected(err, from)
-			continue
+			b.book.commit(title, kid, from.FrameCounter, b.meterID(tg, from), at)
 		}
-		if !from.Encrypted {
-			b.deliver(ctx, sc, tg, from)
-			continue
-		}
-		sc.Know(from.SystemTitle)
-		// Replay protection: a TCP source or a capture can be replayed.
-		title, kid := decrypt.Title(from.SystemTitle).String(), b.keyID(from.SystemTitle)
-		at, _ := tg.Time()
-		if !b.replayGuard(title, kid, from.FrameCounter, at) {
-			b.counts.replayed.Add(1)
-			continue
-		}
-		b.book.commit(title, kid, from.FrameCounter, b.meterID(tg, from), at)
-		b.deliver(ctx, sc, tg, from)
+		b.deliver(ctx, f)
 	}
-	b.drainHeld(ctx)
-	if err := sc.Err(); err != nil && !errors.Is(err, context.Canceled) {
-		return fmt.Errorf("read meter: %w", err)
-	}
-	return nil
 }
 
 // replayGuard decides whether an authentic frame of title with counter,
@@ -363,16 +367,16 @@ func (b *Bridge) replayGuard(title, kid string, counter uint32, at time.Time) bo
 
 // deliver publishes a telegram of the port after those still held, and
 // holds it until the broker confirms it (hold.go).
-func (b *Bridge) deliver(ctx context.Context, sc *p1.Scanner, tg *p1.Telegram, from p1.Origin) {
+func (b *Bridge) deliver(ctx context.Context, f *telegrams.Frame) {
 	// Never ahead of an older telegram: Home Assistant would keep its
 	// states as the latest.
 	b.holdBack = !b.flushHeld(ctx)
-	ok := b.handle(ctx, tg, from)
+	ok := b.handle(ctx, f.Telegram, f.Origin)
 	b.holdBack = false
 	if ok && b.lastWrite.ping == 0 {
 		return // published through paho (a test's publisher): nothing to confirm
 	}
-	b.keep(sc.Kind(), sc.Frame(), b.lastWrite.gen, b.lastWrite.ping)
+	b.keep(f.Kind, f.Bytes, b.lastWrite.gen, b.lastWrite.ping)
 }
 
 // countingReader counts the bytes it passes on and stops at ctx's end:
@@ -639,34 +643,23 @@ func (b *Bridge) send(ctx context.Context, topic string, payload []byte, qos byt
 	return true
 }
 
-// count adds a rejected frame to the counter of its reason; false for a
-// reason without counter (not a frame at all).
-func (b *Bridge) count(reason string) bool {
-	switch reason {
-	case "authentication":
-		b.counts.auth.Add(1)
-	case "no key":
-		b.counts.noKey.Add(1)
-	case "crc":
-		b.counts.crc.Add(1)
-	case "malformed":
-		b.counts.malformed.Add(1)
-	default:
-		return false
+// countReject counts a rejected frame under its reason.
+func (b *Bridge) countReject(r telegrams.Reason) {
+	if r != telegrams.NotAFrame {
+		b.counts.rejected[r].Add(1)
 	}
-	return true
 }
 
 // rejected counts a frame that did not decode and says what to check: at
 // the first failure of a kind, then at 10, 100, 1000… in a row.
-func (b *Bridge) rejected(err error, from p1.Origin) {
-	reason := Reason(err)
-	if !b.count(reason) {
+func (b *Bridge) rejected(err error, reason telegrams.Reason, from p1.Origin) {
+	if reason == telegrams.NotAFrame {
 		return // a false header: the scanner resyncs, nothing to tell
 	}
-	b.lastReason.Store(reason)
+	b.countReject(reason)
+	b.lastReason.Store(uint32(reason))
 	last := b.lastValid.Load()
-	b.noteReject(err, from.SystemTitle, last != 0 && time.Since(time.Unix(0, last)) < problemWindow(b.o.MeterTimeout))
+	b.noteReject(err, reason, from.SystemTitle, last != 0 && time.Since(time.Unix(0, last)) < problemWindow(b.o.MeterTimeout))
 	b.streak[reason]++
 	n := b.streak[reason]
 	if n != 1 && n != 10 && n != 100 && n%1000 != 0 {

@@ -13,6 +13,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/smartybridge/smartybridge/decrypt"
+	"github.com/smartybridge/smartybridge/internal/telegrams"
 	"github.com/smartybridge/smartybridge/p1"
 )
 
@@ -86,7 +87,7 @@ type decryptor struct {
 
 	logs *logLimiter
 
-	duplicates, garbage, forged, oversized, plainRefused atomic.Int64
+	garbage, forged, oversized, plainRefused atomic.Int64
 }
 
 // confirmKeys derives, once per meter key, the key that signs its
@@ -171,12 +172,7 @@ func (b *Bridge) RunDecrypt(ctx context.Context, o SplitOptions) error {
 }
 
 // Duplicates counts frames dropped because their counter did not grow.
-func (b *Bridge) Duplicates() int64 {
-	if d := b.split.Load(); d != nil {
-		return d.duplicates.Load()
-	}
-	return b.counts.replayed.Load()
-}
+func (b *Bridge) Duplicates() int64 { return b.counts.rejected[telegrams.Replayed].Load() }
 
 // Garbage counts raw messages that were no frame at all.
 func (b *Bridge) Garbage() int64 {
@@ -304,8 +300,8 @@ func (d *decryptor) handle(ctx context.Context, f rawFrame) {
 	}
 	k, hasKey := d.keys.lookup(h.Title)
 	if !hasKey {
-		b.count(Reason(decrypt.ErrNoKey))
-		b.noteReject(decrypt.ErrNoKey, h.Title, false)
+		b.countReject(telegrams.NoKey)
+		b.noteReject(decrypt.ErrNoKey, telegrams.NoKey, h.Title, false)
 		d.warnLimited("nokey "+id, fmt.Sprintf("no key for meter %s: add %s:<key> to SMARTY_KEYS (or set SMARTY_KEY); its frames are counted and left for a decryptor that has it", id, id), "meter", id)
 		return
 	}
@@ -315,7 +311,7 @@ func (d *decryptor) handle(ctx context.Context, f rawFrame) {
 	inFlight := st.confirms.inFlight(h.Counter)
 	d.mu.Unlock()
 	if inFlight {
-		d.duplicates.Add(1) // a repeat of the frame whose confirmation is on its way
+		b.countReject(telegrams.Replayed) // a repeat of the frame whose confirmation is on its way
 		return
 	}
 	// Every frame is decrypted, repeats included (3 µs): only
@@ -326,7 +322,7 @@ func (d *decryptor) handle(ctx context.Context, f rawFrame) {
 		d.mu.Lock()
 		worked := time.Since(st.okAt) < problemWindow(b.o.MeterTimeout)
 		d.mu.Unlock()
-		b.noteReject(err, h.Title, worked)
+		b.noteReject(err, telegrams.ReasonOf(err), h.Title, worked)
 		d.reject(ctx, id, k, fid, h.Counter, err)
 		return
 	}
@@ -340,7 +336,7 @@ func (d *decryptor) handle(ctx context.Context, f rawFrame) {
 	last, _ := b.book.last(id)
 	repeat := !b.book.fresh(id, k.keyID, h.Counter) && h.Counter >= last.Counter
 	if repeat || !b.replayGuard(id, k.keyID, h.Counter, at) {
-		d.duplicates.Add(1)
+		b.countReject(telegrams.Replayed)
 		b.log.Debug("duplicate frame dropped", "meter", id, "counter", h.Counter, "last", last.Counter)
 		d.settle(ctx, id, k, fid, verdictDup, h.Counter, false, "", time.Time{})
 		return
@@ -358,7 +354,7 @@ func (d *decryptor) handle(ctx context.Context, f rawFrame) {
 // when no frame of the meter ever authenticated with it.
 func (d *decryptor) reject(ctx context.Context, id string, k confirmKey, fid string, counter uint32, err error) {
 	b := d.b
-	b.count(Reason(err))
+	b.countReject(telegrams.ReasonOf(err))
 	verdict := verdictBad
 	if errors.Is(err, decrypt.ErrAuth) {
 		verdict = verdictAuth
@@ -399,7 +395,7 @@ func (d *decryptor) handlePlain(ctx context.Context, id string, payload []byte) 
 	b := d.b
 	tg, from, err := b.dec.Decode(p1.Plain, payload)
 	if err != nil {
-		b.count(Reason(err))
+		b.countReject(telegrams.ReasonOf(err))
 		d.warnLimited("plainbad "+id, "a forwarded plain telegram was rejected", "topic id", id, "err", err)
 		return
 	}
@@ -426,7 +422,7 @@ func (d *decryptor) handlePlain(ctx context.Context, id string, payload []byte) 
 	}
 	if known && stamp != "" && !d.plainStampOK(meter, ps, stamp) {
 		d.mu.Unlock()
-		d.duplicates.Add(1)
+		b.countReject(telegrams.Replayed)
 		return
 	}
 	if !known {

@@ -3,7 +3,13 @@ package bridge
 import (
 	"strconv"
 	"time"
+
+	"github.com/smartybridge/smartybridge/internal/telegrams"
 )
+
+// rejectedKeyOrder is telegrams.Reasons in the order of their diagnostics
+// keys (sorted, see appendJSON).
+var rejectedKeyOrder = [...]telegrams.Reason{telegrams.Authentication, telegrams.CRC, telegrams.Malformed, telegrams.NoKey, telegrams.Replayed}
 
 // diagnostics are the values of an instance's diagnostics JSON
 // (discovery.BridgeKeys). Which keys appear depends on the mode; the
@@ -14,8 +20,9 @@ type diagnostics struct {
 	mode    string
 	problem Problem
 	// bridge and decrypt mode
-	telegrams, rejectedAuth, rejectedNoKey, rejectedCRC, rejectedMalformed, rejectedReplayed int64
-	lastTelegram                                                                             time.Time // zero: null (Home Assistant: unknown)
+	telegrams    int64
+	rejected     telegrams.Counts
+	lastTelegram time.Time // zero: null (Home Assistant: unknown)
 	// bridge and forward mode
 	bytesSkipped int64
 	// decrypt mode
@@ -84,11 +91,9 @@ func (d *diagnostics) appendJSON(b []byte) []byte {
 	b = append(b, d.problem...)
 	b = append(b, '"')
 	if counted {
-		num("rejected_authentication", d.rejectedAuth)
-		num("rejected_crc", d.rejectedCRC)
-		num("rejected_malformed", d.rejectedMalformed)
-		num("rejected_no_key", d.rejectedNoKey)
-		num("rejected_replayed", d.rejectedReplayed)
+		for _, r := range rejectedKeyOrder {
+			num(r.Diagnostic(), d.rejected[r])
+		}
 		num("telegrams", d.telegrams)
 	}
 	return append(b, '}')

@@ -5,14 +5,16 @@ import (
 	"math/rand/v2"
 	"testing"
 	"time"
+
+	"github.com/smartybridge/smartybridge/internal/telegrams"
 )
 
 // asMap is the diagnostics as the map they were marshalled from before.
 func asMap(d diagnostics) map[string]any {
 	m := map[string]any{"problem": string(d.problem)}
 	if d.mode == "bridge" || d.mode == "decrypt" {
-		m["telegrams"], m["rejected_authentication"], m["rejected_no_key"] = d.telegrams, d.rejectedAuth, d.rejectedNoKey
-		m["rejected_crc"], m["rejected_malformed"], m["rejected_replayed"] = d.rejectedCRC, d.rejectedMalformed, d.rejectedReplayed
+		m["telegrams"], m["rejected_authentication"], m["rejected_no_key"] = d.telegrams, d.rejected[telegrams.Authentication], d.rejected[telegrams.NoKey]
+		m["rejected_crc"], m["rejected_malformed"], m["rejected_replayed"] = d.rejected[telegrams.CRC], d.rejected[telegrams.Malformed], d.rejected[telegrams.Replayed]
 		m["last_telegram"] = nil
 		if !d.lastTelegram.IsZero() {
 			m["last_telegram"] = d.lastTelegram.UTC().Format(time.RFC3339)
@@ -36,8 +38,8 @@ func TestDiagnosticsJSON(t *testing.T) {
 	for i := range 3000 {
 		d := diagnostics{
 			mode: []string{"bridge", "decrypt", "forward"}[i%3], problem: []Problem{ProblemOK, ProblemNoData, ProblemWrongKey}[i%3],
-			telegrams: rnd.Int64N(1e9), rejectedAuth: rnd.Int64N(10), rejectedNoKey: rnd.Int64N(10), rejectedCRC: rnd.Int64N(10),
-			rejectedMalformed: rnd.Int64N(10), rejectedReplayed: rnd.Int64N(10), bytesSkipped: rnd.Int64N(1e12),
+			telegrams: rnd.Int64N(1e9), rejected: telegrams.Counts{telegrams.Authentication: rnd.Int64N(10), telegrams.NoKey: rnd.Int64N(10), telegrams.CRC: rnd.Int64N(10),
+				telegrams.Malformed: rnd.Int64N(10), telegrams.Replayed: rnd.Int64N(10)}, bytesSkipped: rnd.Int64N(1e12),
 			metersServed: rnd.IntN(5000), framesPerMinute: float64(rnd.IntN(600000)) / float64(1+rnd.IntN(60)),
 			framesForwarded: rnd.Int64N(1e9), framesQueued: rnd.IntN(10000), framesUnconfirmed: rnd.IntN(100),
 		}

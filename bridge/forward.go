@@ -22,7 +22,7 @@ import (
 	"github.com/smartybridge/smartybridge/discovery"
 	"github.com/smartybridge/smartybridge/internal/spool"
 	"github.com/smartybridge/smartybridge/internal/statefile"
-	"github.com/smartybridge/smartybridge/p1"
+	"github.com/smartybridge/smartybridge/internal/telegrams"
 )
 
 // Split mode, meter side.
@@ -115,8 +115,8 @@ type Forwarder struct {
 	sw         *switcher
 	connCtx    context.Context
 	bytesIn    atomic.Int64
+	skipped    atomic.Int64 // the reading loop's count of bytes in no frame
 	lastQueued atomic.Int64 // unix nanoseconds
-	scanner    atomic.Pointer[p1.Scanner]
 }
 
 // maxTitles bounds the meters a forwarder describes and pins.
@@ -286,36 +286,29 @@ func (f *Forwarder) Run(ctx context.Context, src io.Reader) error {
 
 // read queues every frame of src.
 func (f *Forwarder) read(ctx context.Context, src io.Reader) error {
-	var sc *p1.Scanner
-	known := map[[8]byte]bool{}
-	learn := func() {
+	var rd *telegrams.Reader
+	// Meters confirmed meanwhile are known before every read, so that a
+	// false header waiting for its declared bytes is cut at theirs.
+	rd = telegrams.NewFrameReader(hookedReader{countingReader{ctx, src, &f.bytesIn}, func() {
 		f.mu.Lock()
 		for _, t := range f.fresh {
-			known[t] = true
-			sc.Know(t)
+			rd.Know(t)
 		}
 		f.fresh = f.fresh[:0]
 		f.mu.Unlock()
-	}
-	// Meters confirmed meanwhile are known before every read, so that a
-	// false header waiting for its declared bytes is cut at theirs.
-	sc = p1.NewScanner(hookedReader{countingReader{ctx, src, &f.bytesIn}, learn})
-	f.scanner.Store(sc)
-	for sc.Scan() {
-		frame := sc.Frame()
-		learn()
-		// A frame of a meter no decryptor has confirmed may be line noise
-		// shaped like a header whose declared span swallowed the real
-		// frame: forward it, and search its bytes again.
-		if sc.Kind() == p1.Encrypted && len(frame) >= 10 && !known[[8]byte(frame[2:10])] {
-			sc.Overlap()
+		f.skipped.Store(int64(rd.Stats().Skipped))
+	}})
+	for {
+		fr, err := rd.Next()
+		if err != nil {
+			f.skipped.Store(int64(rd.Stats().Skipped))
+			if err == io.EOF || errors.Is(err, context.Canceled) {
+				return nil
+			}
+			return fmt.Errorf("read meter: %w", err)
 		}
-		f.queue(ctx, frame)
+		f.queue(ctx, fr.Bytes)
 	}
-	if err := sc.Err(); err != nil && !errors.Is(err, context.Canceled) {
-		return fmt.Errorf("read meter: %w", err)
-	}
-	return nil
 }
 
 // hookedReader calls before ahead of every Read.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/smartybridge/smartybridge/internal/telegrams"
 	"github.com/smartybridge/smartybridge/p1"
 )
 
@@ -97,7 +98,7 @@ func (b *Bridge) flushHeld(ctx context.Context) bool {
 		return false
 	}
 	if b.redec == nil {
-		dec, err := NewDecoder(b.o.Keys)
+		dec, err := telegrams.NewDecoder(b.o.Keys)
 		if err != nil {
 			return true // the keys were checked by New
 		}

@@ -21,6 +21,7 @@ import (
 	"github.com/smartybridge/smartybridge/decrypt"
 	"github.com/smartybridge/smartybridge/discovery"
 	"github.com/smartybridge/smartybridge/internal/crc16"
+	"github.com/smartybridge/smartybridge/internal/telegrams"
 	"github.com/smartybridge/smartybridge/internal/testenv"
 	"github.com/smartybridge/smartybridge/p1"
 	"github.com/smartybridge/smartybridge/p1/port"
@@ -213,7 +214,7 @@ func TestBridgeEndToEnd(t *testing.T) {
 	// A clean stop says offline.
 	h.stop(t)
 	sub2.WaitValue("smarty/status/test", "offline", 5*time.Second)
-	if s := h.b.Stats(); s.Telegrams < 3 || s.AuthFailures != 0 {
+	if s := h.b.Stats(); s.Telegrams < 3 || s.Rejected[telegrams.Authentication] != 0 {
 		t.Errorf("stats %+v", s)
 	}
 }
@@ -249,7 +250,7 @@ func TestWrongKeyPublishesNothing(t *testing.T) {
 	if !strings.Contains(logs.String(), "SMARTY_KEY is not this meter's key") {
 		t.Errorf("no actionable message:\n%s", logs)
 	}
-	if s := h.b.Stats(); s.AuthFailures != 3 || s.Telegrams != 0 {
+	if s := h.b.Stats(); s.Rejected[telegrams.Authentication] != 3 || s.Telegrams != 0 {
 		t.Errorf("stats %+v", s)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/smartybridge/smartybridge/discovery"
+	"github.com/smartybridge/smartybridge/internal/telegrams"
 )
 
 // The bridge's own device in Home Assistant: a Problem sensor that says
@@ -86,8 +87,8 @@ type observation struct {
 // rejection is a rejected frame: when, why, and whose.
 type rejection struct {
 	at      time.Time
-	reason  string // Reason()
-	authKey bool   // authentication failed, but the key decrypts
+	reason  telegrams.Reason
+	authKey bool // authentication failed, but the key decrypts
 	// keyWorked: the meter's frames authenticated a moment before, so a
 	// failure is damage on the line, not a wrong key.
 	keyWorked bool
@@ -102,15 +103,15 @@ func diagnose(o observation) (Problem, string) {
 	recent := func(t time.Time) bool { return !t.IsZero() && o.now.Sub(t) <= o.window }
 	if recent(o.reject.at) {
 		switch {
-		case o.reject.reason == "authentication" && o.reject.authKey:
+		case o.reject.reason == telegrams.Authentication && o.reject.authKey:
 			return ProblemAuthKey, o.reject.meter
-		case o.reject.reason == "authentication" && o.reject.keyWorked:
+		case o.reject.reason == telegrams.Authentication && o.reject.keyWorked:
 			return ProblemCRCErrors, o.reject.meter
-		case o.reject.reason == "authentication":
+		case o.reject.reason == telegrams.Authentication:
 			return ProblemWrongKey, o.reject.meter
-		case o.reject.reason == "no key":
+		case o.reject.reason == telegrams.NoKey:
 			return ProblemNoKey, o.reject.meter
-		case o.reject.reason == "crc" || o.reject.reason == "malformed":
+		case o.reject.reason == telegrams.CRC || o.reject.reason == telegrams.Malformed:
 			return ProblemCRCErrors, o.reject.meter
 		}
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/smartybridge/smartybridge/internal/telegrams"
 )
 
 func TestDiagnose(t *testing.T) {
@@ -21,12 +23,12 @@ func TestDiagnose(t *testing.T) {
 		{"bytes, no frame", observation{now: at(time.Minute), lastByte: at(59 * time.Second)}, ProblemNoFrames},
 		{"telegrams", observation{now: at(time.Minute), lastByte: at(59 * time.Second), lastValid: at(58 * time.Second)}, ProblemOK},
 		{"telegrams stopped, bytes go on", observation{now: at(2 * time.Minute), lastByte: at(119 * time.Second), lastValid: at(time.Minute)}, ProblemNoFrames},
-		{"wrong key", observation{now: at(time.Minute), reject: rejection{at: at(59 * time.Second), reason: "authentication"}}, ProblemWrongKey},
-		{"authentication key", observation{now: at(time.Minute), reject: rejection{at: at(59 * time.Second), reason: "authentication", authKey: true}}, ProblemAuthKey},
-		{"a damaged frame among good ones", observation{now: at(time.Minute), lastValid: at(58 * time.Second), reject: rejection{at: at(59 * time.Second), reason: "authentication", keyWorked: true}}, ProblemCRCErrors},
-		{"crc", observation{now: at(time.Minute), reject: rejection{at: at(59 * time.Second), reason: "crc"}}, ProblemCRCErrors},
-		{"no key", observation{now: at(time.Minute), reject: rejection{at: at(59 * time.Second), reason: "no key"}}, ProblemNoKey},
-		{"an old rejection is forgotten", observation{now: at(time.Minute), lastValid: at(59 * time.Second), reject: rejection{at: at(10 * time.Second), reason: "crc"}}, ProblemOK},
+		{"wrong key", observation{now: at(time.Minute), reject: rejection{at: at(59 * time.Second), reason: telegrams.Authentication}}, ProblemWrongKey},
+		{"authentication key", observation{now: at(time.Minute), reject: rejection{at: at(59 * time.Second), reason: telegrams.Authentication, authKey: true}}, ProblemAuthKey},
+		{"a damaged frame among good ones", observation{now: at(time.Minute), lastValid: at(58 * time.Second), reject: rejection{at: at(59 * time.Second), reason: telegrams.Authentication, keyWorked: true}}, ProblemCRCErrors},
+		{"crc", observation{now: at(time.Minute), reject: rejection{at: at(59 * time.Second), reason: telegrams.CRC}}, ProblemCRCErrors},
+		{"no key", observation{now: at(time.Minute), reject: rejection{at: at(59 * time.Second), reason: telegrams.NoKey}}, ProblemNoKey},
+		{"an old rejection is forgotten", observation{now: at(time.Minute), lastValid: at(59 * time.Second), reject: rejection{at: at(10 * time.Second), reason: telegrams.CRC}}, ProblemOK},
 		{"decryptor with nothing yet", observation{now: at(time.Minute), mode: "decrypt"}, ProblemNoMeter},
 		{"decryptor whose meters fell silent", observation{now: at(2 * time.Minute), mode: "decrypt", lastByte: at(10 * time.Second), lastValid: at(10 * time.Second)}, ProblemNoData},
 		{"forwarder, nothing confirmed", observation{now: at(time.Minute), mode: "forward", lastValid: at(59 * time.Second), oldestUnconfirmed: at(time.Second), lastConfirmed: t0}, ProblemNoDecryptor},

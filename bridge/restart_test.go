@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/smartybridge/smartybridge/decrypt"
+	"github.com/smartybridge/smartybridge/internal/telegrams"
 	"github.com/smartybridge/smartybridge/internal/testenv"
 	"github.com/smartybridge/smartybridge/p1/sim"
 )
@@ -42,12 +43,12 @@ func TestCounterRestartBridge(t *testing.T) {
 	src.feed(before...)
 	testenv.WaitFor(t, 10*time.Second, "the frames before the restart", func() bool { return h.b.Stats().Telegrams == 3 })
 	src.feed(before[1:]...) // a replay
-	testenv.WaitFor(t, 10*time.Second, "the replay dropped", func() bool { return h.b.Stats().Replayed == 2 })
+	testenv.WaitFor(t, 10*time.Second, "the replay dropped", func() bool { return h.b.Stats().Rejected[telegrams.Replayed] == 2 })
 	src.feed(after...)
 	testenv.WaitFor(t, 10*time.Second, "the frames from the third after the restart", func() bool { return h.b.Stats().Telegrams == 3+3 })
 	src.feed(before...) // the old sequence again
 	src.feed(after[4])  // and a repeat of the last
-	testenv.WaitFor(t, 10*time.Second, "the replays dropped", func() bool { return h.b.Stats().Replayed == 2+2+3+1 })
+	testenv.WaitFor(t, 10*time.Second, "the replays dropped", func() bool { return h.b.Stats().Rejected[telegrams.Replayed] == 2+2+3+1 })
 	if s := h.b.Stats(); s.Telegrams != 6 {
 		t.Errorf("%d telegrams published, want 6: %+v", s.Telegrams, s)
 	}

@@ -3,13 +3,12 @@ package bridge
 import (
 	"context"
 	"errors"
-	"sync/atomic"
 	"time"
 
 	"github.com/smartybridge/smartybridge/decrypt"
 	"github.com/smartybridge/smartybridge/discovery"
+	"github.com/smartybridge/smartybridge/internal/telegrams"
 	"github.com/smartybridge/smartybridge/metrics"
-	"github.com/smartybridge/smartybridge/p1"
 )
 
 // problemWindow is how long a cause counts for the Problem sensor: 30 s,
@@ -34,12 +33,11 @@ func (b *Bridge) startReport(mode string) {
 		}
 		s := b.Stats()
 		v := diagnostics{
-			telegrams: s.Telegrams, rejectedAuth: s.AuthFailures, rejectedNoKey: s.NoKey,
-			rejectedCRC: s.CRCErrors, rejectedMalformed: s.Malformed, rejectedReplayed: b.Duplicates(), lastTelegram: obs.lastValid,
+			telegrams: s.Telegrams, rejected: s.Rejected, lastTelegram: obs.lastValid,
 		}
 		switch mode {
 		case "bridge":
-			v.bytesSkipped = skippedBytes(&b.scanner)
+			v.bytesSkipped = b.skipped.Load()
 		case "decrypt":
 			v.metersServed = b.onlineMeters()
 			v.framesPerMinute = rate.add(s.Telegrams)
@@ -66,18 +64,9 @@ func (c *changeTime) see(n int64, now time.Time) time.Time {
 	return c.at
 }
 
-// skippedBytes is the reading scanner's count of bytes in no frame; 0
-// before it reads.
-func skippedBytes(sc *atomic.Pointer[p1.Scanner]) int64 {
-	if s := sc.Load(); s != nil {
-		return s.Skipped()
-	}
-	return 0
-}
-
 // noteReject records a rejected frame for the Problem sensor.
-func (b *Bridge) noteReject(err error, title decrypt.Title, keyWorked bool) {
-	b.lastReject.Store(&rejection{at: time.Now(), reason: Reason(err), authKey: errors.Is(err, decrypt.ErrAuthKey),
+func (b *Bridge) noteReject(err error, reason telegrams.Reason, title decrypt.Title, keyWorked bool) {
+	b.lastReject.Store(&rejection{at: time.Now(), reason: reason, authKey: errors.Is(err, decrypt.ErrAuthKey),
 		keyWorked: keyWorked, meter: title.String()})
 }
 
@@ -124,7 +113,7 @@ func (f *Forwarder) startReport() {
 		}
 		obs.lastConfirmed = f.lastAck
 		f.mu.Unlock()
-		return obs, diagnostics{framesForwarded: f.forwarded.Load(), bytesSkipped: skippedBytes(&f.scanner),
+		return obs, diagnostics{framesForwarded: f.forwarded.Load(), bytesSkipped: f.skipped.Load(),
 			framesQueued: queued, framesUnconfirmed: unconfirmed}
 	}
 	r.publish = func(ctx context.Context, topic string, payload []byte) bool {
@@ -150,15 +139,17 @@ func (b *Bridge) Metrics() metrics.Snapshot {
 	s := b.Stats()
 	snap := metrics.Snapshot{
 		Version: b.o.Version, BytesRead: b.bytesIn.Load(), StatesPublished: s.States, TelegramsResent: s.Resent, TelegramsLost: s.Lost,
-		Rejected: map[string]int64{"authentication": s.AuthFailures, "no_key": s.NoKey, "crc": s.CRCErrors,
-			"malformed": s.Malformed, "replayed": b.Duplicates()},
+		Rejected: map[string]int64{},
+	}
+	for _, r := range telegrams.Reasons {
+		snap.Rejected[r.Metric()] = s.Rejected[r]
 	}
 	select {
 	case <-b.ready:
 		snap.Connected = b.conn.up.Load()
 	default:
 	}
-	snap.BytesSkipped = skippedBytes(&b.scanner)
+	snap.BytesSkipped = b.skipped.Load()
 	b.mu.Lock()
 	for _, m := range b.meters {
 		snap.Meters = append(snap.Meters, metrics.Meter{ID: m.id, Telegrams: m.telegrams, Last: m.seen})
@@ -176,6 +167,6 @@ func (f *Forwarder) Metrics() metrics.Snapshot {
 		snap.Connected = f.conn.up.Load()
 	default:
 	}
-	snap.BytesSkipped = skippedBytes(&f.scanner)
+	snap.BytesSkipped = f.skipped.Load()
 	return snap
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/smartybridge/smartybridge/decrypt"
+	"github.com/smartybridge/smartybridge/internal/telegrams"
 	"github.com/smartybridge/smartybridge/internal/testenv"
 	"github.com/smartybridge/smartybridge/p1"
 	"github.com/smartybridge/smartybridge/p1/sim"
@@ -196,7 +197,7 @@ func TestDecryptorDropsDuplicatesAndJunk(t *testing.T) {
 	}
 	testenv.WaitFor(t, 5*time.Second, "junk counted", func() bool {
 		s := dec.Stats()
-		return s.NoKey == 2 && s.AuthFailures == 3 && dec.Garbage() == 4
+		return s.Rejected[telegrams.NoKey] == 2 && s.Rejected[telegrams.Authentication] == 3 && dec.Garbage() == 4
 	})
 	stop()
 	// Once per meter: the garbage and the misplaced frame came on two topics.
@@ -415,7 +416,7 @@ func TestReplayAcrossRestartAndKeyChange(t *testing.T) {
 			publishRaw(t, pub.Client, topic, f)
 		}
 		testenv.WaitFor(t, 5*time.Second, "frames handled", func() bool {
-			return dec.Stats().Telegrams+dec.Duplicates()+dec.Stats().AuthFailures == int64(len(frames))
+			return dec.Stats().Telegrams+dec.Duplicates()+dec.Stats().Rejected[telegrams.Authentication] == int64(len(frames))
 		})
 		stop()
 		return dec

@@ -18,6 +18,7 @@ import (
 
 	"github.com/smartybridge/smartybridge/decrypt"
 	"github.com/smartybridge/smartybridge/internal/crc16"
+	"github.com/smartybridge/smartybridge/internal/telegrams"
 	"github.com/smartybridge/smartybridge/internal/testenv"
 )
 
@@ -130,8 +131,8 @@ func TestDamagedFrameCostsOnlyItself(t *testing.T) {
 	if took := time.Since(start); took > 10*time.Second {
 		t.Errorf("took %s; the re-send interval is 30 s", took)
 	}
-	if fwd.Rejected() != 1 || dec.Stats().AuthFailures != 1 {
-		t.Errorf("rejected %d at the forwarder, %d authentication failures", fwd.Rejected(), dec.Stats().AuthFailures)
+	if fwd.Rejected() != 1 || dec.Stats().Rejected[telegrams.Authentication] != 1 {
+		t.Errorf("rejected %d at the forwarder, %d authentication failures", fwd.Rejected(), dec.Stats().Rejected[telegrams.Authentication])
 	}
 	if !strings.Contains(logs.String(), "damaged on the line") || strings.Contains(logs.String(), "is wrong") {
 		t.Errorf("the log should blame the line, not the key:\n%s", logs)
@@ -319,9 +320,9 @@ func TestBridgeModeDropsReplays(t *testing.T) {
 	o := testOptions(broker.URL, logs, sysKeys(t))
 	o.StateDir = t.TempDir()
 	h := start(t, o, &slowReader{chunks: [][]byte{sealed(t, 20), sealed(t, 20), sealed(t, 19), sealed(t, 21)}})
-	testenv.WaitFor(t, 10*time.Second, "frames handled", func() bool { s := h.b.Stats(); return s.Telegrams+s.Replayed == 4 })
+	testenv.WaitFor(t, 10*time.Second, "frames handled", func() bool { s := h.b.Stats(); return s.Telegrams+s.Rejected[telegrams.Replayed] == 4 })
 	h.stop(t)
-	if s := h.b.Stats(); s.Telegrams != 2 || s.Replayed != 2 {
+	if s := h.b.Stats(); s.Telegrams != 2 || s.Rejected[telegrams.Replayed] != 2 {
 		t.Errorf("stats %+v: want 2 telegrams, 2 replays", s)
 	}
 	if sub.N("smarty/SAG1030700012701/1-0:1.8.0") != 2 {
@@ -329,9 +330,9 @@ func TestBridgeModeDropsReplays(t *testing.T) {
 	}
 	// Across a restart too: the state directory remembers.
 	h = start(t, o, &slowReader{chunks: [][]byte{sealed(t, 21), sealed(t, 22)}})
-	testenv.WaitFor(t, 10*time.Second, "frames handled after restart", func() bool { s := h.b.Stats(); return s.Telegrams+s.Replayed == 2 })
+	testenv.WaitFor(t, 10*time.Second, "frames handled after restart", func() bool { s := h.b.Stats(); return s.Telegrams+s.Rejected[telegrams.Replayed] == 2 })
 	h.stop(t)
-	if s := h.b.Stats(); s.Telegrams != 1 || s.Replayed != 1 {
+	if s := h.b.Stats(); s.Telegrams != 1 || s.Rejected[telegrams.Replayed] != 1 {
 		t.Errorf("after restart: %+v", s)
 	}
 	if !strings.Contains(logs.String(), "counter did not grow") {

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
-	"sync/atomic"
 
 	"github.com/smartybridge/smartybridge/internal/crc16"
 )
@@ -62,11 +61,11 @@ const maxKnown = 32
 // until it returns false, then Err. The bytes of a frame are valid until the
 // next call to Scan.
 type Scanner struct {
-	skipped atomic.Int64 // Stats().Skipped, for other goroutines
-	r       io.Reader
-	buf     []byte
-	start   int // first byte not yet consumed
-	end     int // end of buffered data
+	r     io.Reader
+	buf   []byte
+	base  int64 // the stream offset of buf[0]
+	start int   // first byte not yet consumed
+	end   int   // end of buffered data
 	// The frame last delivered: buf[fstart:fstart+flen].
 	fstart, flen int
 	kind         Kind
@@ -102,9 +101,8 @@ func (s *Scanner) Kind() Kind { return s.kind }
 // Stats returns the counts so far.
 func (s *Scanner) Stats() Stats { return s.stats }
 
-// Skipped is Stats().Skipped; unlike Stats it may be called from any
-// goroutine while Scan runs.
-func (s *Scanner) Skipped() int64 { return s.skipped.Load() }
+// Offset is the position in the stream of the last frame's first byte.
+func (s *Scanner) Offset() int64 { return s.base + int64(s.fstart) }
 
 // Err returns the reader's error that ended the scan, or nil at io.EOF.
 func (s *Scanner) Err() error { return s.err }
@@ -168,7 +166,6 @@ func (s *Scanner) skip(n int) {
 	}
 	s.start += n
 	s.stats.Skipped += counted
-	s.skipped.Add(int64(counted))
 	s.checked = 0
 }
 
@@ -209,6 +206,7 @@ func (s *Scanner) Scan() bool {
 func (s *Scanner) fill() {
 	if s.start == s.end {
 		s.covered = max(0, s.covered-s.start)
+		s.base += int64(s.start)
 		s.start, s.end = 0, 0
 	}
 	if s.end == len(s.buf) {
@@ -217,6 +215,7 @@ func (s *Scanner) fill() {
 		copy(s.buf, s.buf[s.start:s.end])
 		s.end -= s.start
 		s.covered = max(0, s.covered-s.start)
+		s.base += int64(s.start)
 		s.start = 0
 	}
 	n, err := s.r.Read(s.buf[s.end:])

@@ -1,4 +1,4 @@
-package bridge
+package telegrams
 
 import (
 	"bytes"
@@ -12,7 +12,7 @@ import (
 
 func readFile(t testing.TB, name string) []byte {
 	t.Helper()
-	b, err := os.ReadFile("../testdata/" + name)
+	b, err := os.ReadFile("../../testdata/" + name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,19 +63,19 @@ func TestDecodeVectors(t *testing.T) {
 
 func TestDecodeErrors(t *testing.T) {
 	d, _ := NewDecoder(decrypt.Options{Key: key(t, realKey)})
-	if _, _, err := d.Decode(p1.Encrypted, readFile(t, "crc-mismatch.frame")); !errors.Is(err, p1.ErrCRC) || FramingError(err) || Reason(err) != "crc" {
+	if _, _, err := d.Decode(p1.Encrypted, readFile(t, "crc-mismatch.frame")); !errors.Is(err, p1.ErrCRC) || FramingError(err) || ReasonOf(err) != CRC {
 		t.Errorf("crc-mismatch.frame: %v", err)
 	}
 	wrong, _ := NewDecoder(decrypt.Options{Key: key(t, testKey)})
 	_, from, err := wrong.Decode(p1.Encrypted, readFile(t, "smarty-2018-real.frame"))
-	if !errors.Is(err, decrypt.ErrAuth) || !FramingError(err) || Reason(err) != "authentication" {
+	if !errors.Is(err, decrypt.ErrAuth) || !FramingError(err) || ReasonOf(err) != Authentication {
 		t.Errorf("wrong key: %v", err)
 	}
 	if !from.Encrypted || from.FrameCounter != 0x0005A8E3 {
 		t.Errorf("origin of a failed frame: %+v", from)
 	}
 	none, _ := NewDecoder(decrypt.Options{})
-	if _, _, err := none.Decode(p1.Encrypted, readFile(t, "smarty-2026.frame")); !errors.Is(err, decrypt.ErrNoKey) || Reason(err) != "no key" {
+	if _, _, err := none.Decode(p1.Encrypted, readFile(t, "smarty-2026.frame")); !errors.Is(err, decrypt.ErrNoKey) || ReasonOf(err) != NoKey {
 		t.Errorf("no key: %v", err)
 	}
 }

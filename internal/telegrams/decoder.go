@@ -1,8 +1,6 @@
-package bridge
+package telegrams
 
 import (
-	"errors"
-
 	"github.com/smartybridge/smartybridge/decrypt"
 	"github.com/smartybridge/smartybridge/p1"
 )
@@ -44,31 +42,4 @@ func (d *Decoder) Decode(kind p1.Kind, frame []byte) (*p1.Telegram, p1.Origin, e
 		return nil, from, err
 	}
 	return &d.tg, from, nil
-}
-
-// Reason names the class of a decoding error for counters and logs:
-// "authentication", "no key", "crc", "malformed" or "header".
-func Reason(err error) string {
-	switch {
-	case errors.Is(err, decrypt.ErrAuth):
-		return "authentication"
-	case errors.Is(err, decrypt.ErrNoKey):
-		return "no key"
-	case errors.Is(err, p1.ErrCRC):
-		return "crc"
-	case errors.Is(err, p1.ErrMalformed):
-		return "malformed"
-	default:
-		return "header"
-	}
-}
-
-// FramingError reports whether err means the frame's bytes may not have
-// been a frame after all, so that the scanner should resync one byte after
-// its start. A frame that authenticated but holds a bad telegram was
-// framed right; one of a meter without key (line noise shaped like a
-// header, as often as not) was not checked, so it is searched again.
-func FramingError(err error) bool {
-	return errors.Is(err, decrypt.ErrAuth) || errors.Is(err, decrypt.ErrHeader) || errors.Is(err, decrypt.ErrShort) ||
-		errors.Is(err, decrypt.ErrNoKey)
 }
