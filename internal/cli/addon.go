@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -192,21 +192,18 @@ func addonEnv(o addonOptions, svc *mqttService) (map[string]string, error) {
 }
 
 // runAddon is `smartybridge addon`, the add-on's entry point.
-func runAddon(ctx context.Context, stderr io.Writer) error {
+func runAddon(ctx context.Context, env Env, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, nil))
-	env, err := loadAddonEnv(ctx, log)
+	vars, err := loadAddonEnv(ctx, env, log)
 	if err != nil {
 		return err
 	}
-	for k, v := range env {
-		os.Setenv(k, v)
-	}
-	return runBridge(ctx, stderr)
+	return runBridge(ctx, env.With(vars), stderr)
 }
 
 // loadAddonEnv reads the options and asks the Supervisor for the broker.
-func loadAddonEnv(ctx context.Context, log *slog.Logger) (map[string]string, error) {
-	path := envOr("SMARTY_ADDON_OPTIONS", "/data/options.json")
+func loadAddonEnv(ctx context.Context, env Env, log *slog.Logger) (map[string]string, error) {
+	path := env.Or("SMARTY_ADDON_OPTIONS", "/data/options.json")
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, configError{fmt.Errorf("add-on options: %w", err)}
@@ -217,34 +214,27 @@ func loadAddonEnv(ctx context.Context, log *slog.Logger) (map[string]string, err
 	}
 	var svc *mqttService
 	if o.MQTTHost == "" {
-		svc, err = fetchMQTTService(ctx, envOr("SUPERVISOR_URL", "http://supervisor"), os.Getenv("SUPERVISOR_TOKEN"))
+		svc, err = fetchMQTTService(ctx, env.Or("SUPERVISOR_URL", "http://supervisor"), env.Get("SUPERVISOR_TOKEN"))
 		if err != nil {
 			log.Warn("no MQTT service from the Supervisor", "err", err)
 		}
 	}
-	env, err := addonEnv(o, svc)
+	vars, err := addonEnv(o, svc)
 	if err != nil {
 		return nil, configError{err}
 	}
 	for k := range addonInternal {
-		if v := os.Getenv(k); v != "" {
-			env[k] = v // set from outside (tests, a custom container)
+		if v := env.Get(k); v != "" {
+			vars[k] = v // set from outside (tests, a custom container)
 		}
 	}
-	names := make([]string, 0, len(env))
-	for k := range env {
+	names := make([]string, 0, len(vars))
+	for k := range vars {
 		names = append(names, k)
 	}
 	sort.Strings(names)
 	// Which variables are set, never their values: they hold the key and
 	// the broker password.
-	log.Info("add-on configuration read", "mode", env["SMARTY_MODE"], "broker", env["SMARTY_MQTT_URL"], "variables", strings.Join(names, ","))
-	return env, nil
-}
-
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
+	log.Info("add-on configuration read", "mode", vars["SMARTY_MODE"], "broker", vars["SMARTY_MQTT_URL"], "variables", strings.Join(names, ","))
+	return vars, nil
 }

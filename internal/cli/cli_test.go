@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bytes"
@@ -22,6 +22,19 @@ import (
 var binary string
 
 func TestMain(m *testing.M) {
+	// The tests read the repository's files (testdata, addon, packaging)
+	// and build the binary from its root, as a user would.
+	if err := os.Chdir("../.."); err != nil {
+		panic(err)
+	}
+	// The release main.go names, as Main would set it.
+	src, err := os.ReadFile("main.go")
+	if err != nil {
+		panic(err)
+	}
+	if m := regexp.MustCompile(`(?m)^\s*version\s*=\s*"([^"]*)"`).FindSubmatch(src); m != nil {
+		version = string(m[1])
+	}
 	dir, err := os.MkdirTemp("", "smartybridge-test")
 	if err != nil {
 		panic(err)

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"crypto/rand"
@@ -185,10 +185,10 @@ func (s secret) String() string {
 // LogValue redacts the secret in logs.
 func (s secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
 
-// loadConfig reads and checks the environment.
-func loadConfig() (Config, error) {
+// loadConfig reads and checks the settings.
+func loadConfig(env Env) (Config, error) {
 	var c Config
-	if err := processEnv(&c); err != nil {
+	if err := env.Process(&c); err != nil {
 		return c, err
 	}
 	if err := c.Validate(); err != nil {
@@ -197,6 +197,7 @@ func loadConfig() (Config, error) {
 	if err := c.loadKeysFile(); err != nil {
 		return c, configError{err}
 	}
+	c.StateDir = c.resolveStateDir(env)
 	return c, nil
 }
 
@@ -312,7 +313,7 @@ func (c *Config) mqttOptions() (bridge.MQTTOptions, error) {
 		o.URL = &bare
 	}
 	if o.ClientID == "" {
-		o.ClientID = defaultClientID(c.Mode, c.stateDir())
+		o.ClientID = defaultClientID(c.Mode, c.StateDir)
 	}
 	if u.Scheme == "mqtts" || u.Scheme == "ssl" || u.Scheme == "tls" {
 		o.TLS = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: u.Hostname()}
@@ -339,12 +340,9 @@ func parseLevel(s string) (slog.Level, error) {
 	return l, nil
 }
 
-// processEnv fills spec from the SMARTY_* variables; a bad value is a
-// configuration error (exit 2) that names the variable and what it wants,
-// in words of its own: envconfig's message quotes the value, and a value
-// may be a key or a password.
-func processEnv(spec any) error {
-	err := envconfig.Process(envPrefix, spec)
+// configErrorOf makes an error of Env.Process a configuration error (exit
+// 2) that names the variable without quoting a secret value.
+func configErrorOf(err error) error {
 	var pe *envconfig.ParseError
 	switch {
 	case err == nil:
@@ -384,17 +382,17 @@ func describeParseError(pe *envconfig.ParseError) error {
 // platform's place for such files: $XDG_STATE_HOME or ~/.local/state on
 // Linux, ~/Library/Application Support on macOS, %LOCALAPPDATA% on
 // Windows.
-func (c *Config) stateDir() string {
+func (c *Config) resolveStateDir(env Env) string {
 	if c.StateDir != "" {
 		return c.StateDir
 	}
 	if fi, err := os.Stat("/data"); err == nil && fi.IsDir() && runtime.GOOS == "linux" {
 		return "/data"
 	}
-	if d := os.Getenv("STATE_DIRECTORY"); d != "" {
+	if d := env.Get("STATE_DIRECTORY"); d != "" {
 		return strings.Split(d, ":")[0]
 	}
-	return platformStateDir(runtime.GOOS, os.Getenv, os.UserHomeDir)
+	return platformStateDir(runtime.GOOS, env.Get, os.UserHomeDir)
 }
 
 // platformStateDir is the per-user state directory of goos.

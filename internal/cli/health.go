@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"errors"
@@ -19,8 +19,8 @@ const healthGrace = 5 * time.Minute
 // runHealth is `smartybridge health`: exit 0 while the running process is
 // connected to the broker (or lost it only recently). It says nothing of
 // the meter, so that an unplugged cable never restarts the container.
-func runHealth(stdout io.Writer) error {
-	path := envOr("SMARTY_HEALTH_FILE", "/tmp/smartybridge.health")
+func runHealth(env Env, stdout io.Writer) error {
+	path := env.Or("SMARTY_HEALTH_FILE", "/tmp/smartybridge.health")
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("health: %w (not started, or SMARTY_HEALTH_FILE unset)", err)

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -23,24 +23,26 @@ type DemoConfig struct {
 
 // runDemo runs the whole bridge with a simulated meter and, unless
 // SMARTY_MQTT_URL is set, an embedded broker: no hardware, no service.
-func runDemo(ctx context.Context, stdout, stderr io.Writer) error {
-	_, ownBroker := os.LookupEnv("SMARTY_MQTT_URL")
+func runDemo(ctx context.Context, env Env, stdout, stderr io.Writer) error {
+	defaults := map[string]string{}
+	_, ownBroker := env.Lookup("SMARTY_MQTT_URL")
 	ownBroker = !ownBroker
 	if ownBroker {
-		os.Setenv("SMARTY_MQTT_URL", "mqtt://127.0.0.1:1883")
+		defaults["SMARTY_MQTT_URL"] = "mqtt://127.0.0.1:1883"
 	}
-	if _, set := os.LookupEnv("SMARTY_KEY"); !set {
-		os.Setenv("SMARTY_KEY", sim.DemoKeyHex)
+	if _, set := env.Lookup("SMARTY_KEY"); !set {
+		defaults["SMARTY_KEY"] = sim.DemoKeyHex
 	}
-	if _, set := os.LookupEnv("SMARTY_MQTT_CLIENT_ID"); !set {
-		os.Setenv("SMARTY_MQTT_CLIENT_ID", "smartybridge-demo")
+	if _, set := env.Lookup("SMARTY_MQTT_CLIENT_ID"); !set {
+		defaults["SMARTY_MQTT_CLIENT_ID"] = "smartybridge-demo"
 	}
-	cfg, err := loadConfig()
+	env = env.With(defaults)
+	cfg, err := loadConfig(env)
 	if err != nil {
 		return err
 	}
 	var dc DemoConfig
-	if err := processEnv(&dc); err != nil {
+	if err := env.Process(&dc); err != nil {
 		return err
 	}
 	log := newLogger(stderr, cfg.LogLevel)
@@ -121,13 +123,13 @@ func simulate(ctx context.Context, w io.Writer, m *sim.Meter, interval time.Dura
 
 // runSimulate writes the simulated stream to stdout or the given path (a
 // file, or a serial device to test a setup).
-func runSimulate(ctx context.Context, args []string, stdout io.Writer) error {
+func runSimulate(ctx context.Context, args []string, env Env, stdout io.Writer) (err error) {
 	var dc DemoConfig
-	if err := processEnv(&dc); err != nil {
+	if err := env.Process(&dc); err != nil {
 		return err
 	}
 	var keys KeyConfig
-	if err := processEnv(&keys); err != nil {
+	if err := env.Process(&keys); err != nil {
 		return err
 	}
 	o := sim.Options{Start: time.Now(), Counter: sim.ClockCounter(time.Now())}

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bytes"
@@ -25,14 +25,8 @@ const (
 // decode runs `smartybridge decode` in-process with env set.
 func decode(t *testing.T, env map[string]string, stdin []byte, args ...string) (stdout, stderr string, status int) {
 	t.Helper()
-	for _, k := range []string{"SMARTY_KEY", "SMARTY_KEYS", "SMARTY_KEYS_FILE", "SMARTY_AUTH_KEY", "SMARTY_VERIFY_TAG"} {
-		t.Setenv(k, env[k])
-		if _, ok := env[k]; !ok {
-			os.Unsetenv(k)
-		}
-	}
 	var out, errb bytes.Buffer
-	err := run(context.Background(), append([]string{"decode"}, args...), bytes.NewReader(stdin), &out, &errb)
+	err := run(context.Background(), append([]string{"decode"}, args...), processEnv().With(env), bytes.NewReader(stdin), &out, &errb)
 	status = exitStatus(err, &errb)
 	return out.String(), errb.String(), status
 }
@@ -185,10 +179,10 @@ func TestDecodeErrorsAndStatus(t *testing.T) {
 func BenchmarkDecodeCommand(b *testing.B) {
 	frame, _ := os.ReadFile("testdata/smarty-2026.frame")
 	stream := bytes.Repeat(frame, 1000)
-	b.Setenv("SMARTY_KEY", testKey)
+	env := processEnv().With(map[string]string{"SMARTY_KEY": testKey})
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := run(context.Background(), []string{"decode"}, bytes.NewReader(stream), io.Discard, io.Discard); err != nil {
+		if err := run(context.Background(), []string{"decode"}, env, bytes.NewReader(stream), io.Discard, io.Discard); err != nil {
 			b.Fatal(err)
 		}
 	}

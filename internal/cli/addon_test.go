@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bytes"
@@ -241,11 +241,9 @@ func TestAddonStartupMapping(t *testing.T) {
 			opts := t.TempDir() + "/options.json"
 			// A later key wins in encoding/json: the cases override fields.
 			os.WriteFile(opts, []byte(tt.options), 0o600)
-			t.Setenv("SMARTY_ADDON_OPTIONS", opts)
-			t.Setenv("SUPERVISOR_URL", s.URL)
-			t.Setenv("SUPERVISOR_TOKEN", "test-token")
+			outside := processEnv().With(map[string]string{"SMARTY_ADDON_OPTIONS": opts, "SUPERVISOR_URL": s.URL, "SUPERVISOR_TOKEN": "test-token"})
 			var logs bytes.Buffer
-			env, err := loadAddonEnv(context.Background(), slog.New(slog.NewTextHandler(&logs, nil)))
+			env, err := loadAddonEnv(context.Background(), outside, slog.New(slog.NewTextHandler(&logs, nil)))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -263,10 +261,7 @@ func TestAddonStartupMapping(t *testing.T) {
 				}
 			}
 			// The binary accepts what the add-on sets.
-			for k, v := range env {
-				t.Setenv(k, v)
-			}
-			if _, err := loadConfig(); err != nil {
+			if _, err := loadConfig(outside.With(env)); err != nil {
 				t.Errorf("the binary rejects the add-on's environment: %v", err)
 			}
 		})
@@ -274,9 +269,8 @@ func TestAddonStartupMapping(t *testing.T) {
 	t.Run("no broker anywhere", func(t *testing.T) {
 		opts := t.TempDir() + "/options.json"
 		os.WriteFile(opts, base, 0o600)
-		t.Setenv("SMARTY_ADDON_OPTIONS", opts)
-		t.Setenv("SUPERVISOR_URL", "http://127.0.0.1:1")
-		_, err := loadAddonEnv(context.Background(), slog.New(slog.DiscardHandler))
+		outside := processEnv().With(map[string]string{"SMARTY_ADDON_OPTIONS": opts, "SUPERVISOR_URL": "http://127.0.0.1:1"})
+		_, err := loadAddonEnv(context.Background(), outside, slog.New(slog.DiscardHandler))
 		if err == nil || !strings.Contains(err.Error(), "Mosquitto broker add-on") {
 			t.Errorf("err = %v", err)
 		}
@@ -331,32 +325,32 @@ func TestAddonEndToEnd(t *testing.T) {
 
 func TestHealth(t *testing.T) {
 	f := t.TempDir() + "/health"
-	t.Setenv("SMARTY_HEALTH_FILE", f)
+	env := processEnv().With(map[string]string{"SMARTY_HEALTH_FILE": f})
 	var out bytes.Buffer
-	if runHealth(&out) == nil {
+	if runHealth(env, &out) == nil {
 		t.Error("healthy without a state file")
 	}
 	os.WriteFile(f, fmt.Appendf(nil, "up %d\n", time.Now().Unix()), 0o644)
-	if err := runHealth(&out); err != nil {
+	if err := runHealth(env, &out); err != nil {
 		t.Errorf("connected: %v", err)
 	}
 	os.WriteFile(f, fmt.Appendf(nil, "down %d\n", time.Now().Add(-time.Minute).Unix()), 0o644)
-	if err := runHealth(&out); err != nil {
+	if err := runHealth(env, &out); err != nil {
 		t.Errorf("lost a minute ago, within grace: %v", err)
 	}
 	os.WriteFile(f, fmt.Appendf(nil, "down %d\n", time.Now().Add(-10*time.Minute).Unix()), 0o644)
-	if runHealth(&out) == nil {
+	if runHealth(env, &out) == nil {
 		t.Error("healthy ten minutes after losing the broker")
 	}
 	// The file of a process that is gone says nothing.
 	dead := exec.Command("true")
 	dead.Run()
 	os.WriteFile(f, fmt.Appendf(nil, "up %d %d\n", time.Now().Unix(), dead.Process.Pid), 0o644)
-	if err := runHealth(&out); err == nil || !strings.Contains(err.Error(), "gone") {
+	if err := runHealth(env, &out); err == nil || !strings.Contains(err.Error(), "gone") {
 		t.Errorf("healthy after the process died: %v", err)
 	}
 	os.WriteFile(f, fmt.Appendf(nil, "up %d %d\n", time.Now().Unix(), os.Getpid()), 0o644)
-	if err := runHealth(&out); err != nil {
+	if err := runHealth(env, &out); err != nil {
 		t.Errorf("running process: %v", err)
 	}
 }

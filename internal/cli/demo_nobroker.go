@@ -1,6 +1,6 @@
 //go:build nodemo
 
-package main
+package cli
 
 import (
 	"errors"

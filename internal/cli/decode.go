@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bufio"
@@ -32,9 +32,9 @@ type decodeCounts struct {
 	badKeyFor map[decrypt.Title]bool
 }
 
-func runDecode(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) (err error) {
+func runDecode(ctx context.Context, args []string, env Env, stdin io.Reader, stdout, stderr io.Writer) (err error) {
 	var cfg decodeConfig
-	if err := processEnv(&cfg); err != nil {
+	if err := env.Process(&cfg); err != nil {
 		return err
 	}
 	if err := cfg.loadKeysFile(); err != nil {

@@ -1,10 +1,9 @@
-package main
+package cli
 
 import (
 	"context"
 	"io"
 	"log/slog"
-	"os"
 	"runtime"
 	"time"
 
@@ -32,13 +31,13 @@ func (c *Config) bridgeOptions(log *slog.Logger) (bridge.Options, error) {
 	return bridge.Options{
 		MQTT: mq, Keys: c.decryptOptions(),
 		TopicPrefix: c.TopicPrefix, DiscoveryPrefix: c.DiscoveryPrefix, Discovery: discovery.Style(c.Discovery),
-		MeterTimeout: time.Duration(c.MeterTimeout), Version: version, SupportURL: supportURL, Log: log, StateDir: c.stateDir(),
+		MeterTimeout: time.Duration(c.MeterTimeout), Version: version, SupportURL: supportURL, Log: log, StateDir: c.StateDir,
 	}, nil
 }
 
 // runBridge is the default command: read the meter's port, publish to MQTT.
-func runBridge(ctx context.Context, stderr io.Writer) error {
-	cfg, err := loadConfig()
+func runBridge(ctx context.Context, env Env, stderr io.Writer) error {
+	cfg, err := loadConfig(env)
 	if err != nil {
 		return err
 	}
@@ -47,7 +46,7 @@ func runBridge(ctx context.Context, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if cfg.Mode != "decrypt" && os.Getenv("GOMAXPROCS") == "" {
+	if cfg.Mode != "decrypt" && env.Get("GOMAXPROCS") == "" {
 		// One meter, one telegram every 10 s: a single P saves the runtime's
 		// hand-offs around the blocking serial reads (tools/bridgebench:
 		// 0.33 ms CPU per frame instead of 0.92 ms, same latency). Decrypt
@@ -70,7 +69,7 @@ func runBridge(ctx context.Context, stderr io.Writer) error {
 		if err := serveMetrics(ctx, &cfg, b.Metrics, log); err != nil {
 			return err
 		}
-		return b.RunDecrypt(ctx, bridge.SplitOptions{ShareGroup: cfg.ShareGroup, StateDir: cfg.stateDir(), SessionExpiry: time.Duration(cfg.SessionExpiry)})
+		return b.RunDecrypt(ctx, bridge.SplitOptions{ShareGroup: cfg.ShareGroup, StateDir: cfg.StateDir, SessionExpiry: time.Duration(cfg.SessionExpiry)})
 	}
 	if !cfg.hasKey() {
 		log.Warn("no SMARTY_KEY: only unencrypted DSMR telegrams will decode; Smarty meters need the key from the grid operator")
@@ -118,7 +117,7 @@ func runForward(ctx context.Context, cfg *Config, opts bridge.Options, log *slog
 		return configError{err}
 	}
 	defer func() { _ = src.Close() }() // read only
-	fo := bridge.ForwardOptions{Device: cfg.Device, StateDir: cfg.stateDir(), QueueMax: cfg.QueueMax}
+	fo := bridge.ForwardOptions{Device: cfg.Device, StateDir: cfg.StateDir, QueueMax: cfg.QueueMax}
 	if cfg.ConfirmKey != "" {
 		fo.ConfirmKey, _ = bridge.ParseConfirmKey(cfg.ConfirmKey) // checked by Validate
 	}
