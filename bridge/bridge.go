@@ -222,7 +222,7 @@ func (b *Bridge) Run(ctx context.Context, src io.Reader) error {
 	// A port (serial or TCP) says it is live: see run.
 	lp, ok := src.(interface{ Live() bool })
 	live := ok && lp.Live()
-	b.startReport("bridge")
+	b.startReport(discovery.ModeBridge)
 	return b.run(ctx, connectOptions{maxPacket: maxRawPacket}, live, func(ctx context.Context) error {
 		var wg sync.WaitGroup
 		sctx, stop := context.WithCancel(ctx)

@@ -13,6 +13,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/smartybridge/smartybridge/decrypt"
+	"github.com/smartybridge/smartybridge/discovery"
 	"github.com/smartybridge/smartybridge/internal/telegrams"
 	"github.com/smartybridge/smartybridge/p1"
 )
@@ -151,7 +152,7 @@ func (b *Bridge) RunDecrypt(ctx context.Context, o SplitOptions) error {
 	}
 	b.book.load(b.log)
 	b.split.Store(d)
-	b.startReport("decrypt")
+	b.startReport(discovery.ModeDecrypt)
 	for t, k := range d.keys.byTitle {
 		b.log.Info("confirmations of this meter are signed with", "meter", t.String(), "confirm_key", fmt.Sprintf("%x", []byte(k.pub)))
 	}

@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/smartybridge/smartybridge/discovery"
 	"github.com/smartybridge/smartybridge/internal/telegrams"
 )
 
@@ -17,8 +18,8 @@ var rejectedKeyOrder = [...]telegrams.Reason{telegrams.Authentication, telegrams
 // appendJSON into a reused buffer, not a map through encoding/json (6 % of
 // a bridge's CPU samples before).
 type diagnostics struct {
-	mode    string
-	problem Problem
+	mode    discovery.Mode
+	problem discovery.Problem
 	// bridge and decrypt mode
 	telegrams    int64
 	rejected     telegrams.Counts
@@ -53,7 +54,7 @@ func (d *diagnostics) appendJSON(b []byte) []byte {
 		key(k)
 		b = strconv.AppendInt(b, v, 10)
 	}
-	counted := d.mode == "bridge" || d.mode == "decrypt"
+	counted := d.mode.Reads()
 	lastTelegram := func() {
 		key("last_telegram")
 		if d.lastTelegram.IsZero() {
@@ -64,26 +65,26 @@ func (d *diagnostics) appendJSON(b []byte) []byte {
 		b = d.lastTelegram.UTC().AppendFormat(b, time.RFC3339)
 		b = append(b, '"')
 	}
-	if d.mode == "bridge" || d.mode == "forward" {
+	if d.mode != discovery.ModeDecrypt {
 		num("bytes_skipped", d.bytesSkipped)
 	}
-	if d.mode == "forward" {
+	if d.mode == discovery.ModeForward {
 		num("frames_forwarded", d.framesForwarded)
 	}
-	if d.mode == "decrypt" {
+	if d.mode == discovery.ModeDecrypt {
 		// Frames per minute stay far from where encoding/json writes an
 		// exponent (below 1e-6, from 1e21).
 		key("frames_per_minute")
 		b = strconv.AppendFloat(b, d.framesPerMinute, 'f', -1, 64)
 	}
-	if d.mode == "forward" {
+	if d.mode == discovery.ModeForward {
 		num("frames_queued", int64(d.framesQueued))
 		num("frames_unconfirmed", int64(d.framesUnconfirmed))
 	}
 	if counted {
 		lastTelegram()
 	}
-	if d.mode == "decrypt" {
+	if d.mode == discovery.ModeDecrypt {
 		num("meters_served", int64(d.metersServed))
 	}
 	key("problem")

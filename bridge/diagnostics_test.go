@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smartybridge/smartybridge/discovery"
 	"github.com/smartybridge/smartybridge/internal/telegrams"
 )
 
@@ -37,7 +38,7 @@ func TestDiagnosticsJSON(t *testing.T) {
 	rnd := rand.New(rand.NewPCG(1, 2))
 	for i := range 3000 {
 		d := diagnostics{
-			mode: []string{"bridge", "decrypt", "forward"}[i%3], problem: []Problem{ProblemOK, ProblemNoData, ProblemWrongKey}[i%3],
+			mode: []discovery.Mode{discovery.ModeBridge, discovery.ModeDecrypt, discovery.ModeForward}[i%3], problem: []discovery.Problem{discovery.ProblemOK, discovery.ProblemNoData, discovery.ProblemWrongKey}[i%3],
 			telegrams: rnd.Int64N(1e9), rejected: telegrams.Counts{telegrams.Authentication: rnd.Int64N(10), telegrams.NoKey: rnd.Int64N(10), telegrams.CRC: rnd.Int64N(10),
 				telegrams.Malformed: rnd.Int64N(10), telegrams.Replayed: rnd.Int64N(10)}, bytesSkipped: rnd.Int64N(1e12),
 			metersServed: rnd.IntN(5000), framesPerMinute: float64(rnd.IntN(600000)) / float64(1+rnd.IntN(60)),

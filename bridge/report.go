@@ -19,53 +19,37 @@ import (
 // when the Problem changed, else at most every 10 s) and logs every
 // change of the Problem with the same words Home Assistant shows.
 
-// Problem is a state of the Problem sensor (discovery.Problems).
-type Problem string
-
-// The Problem states.
-const (
-	ProblemOK          Problem = "ok"
-	ProblemNoData      Problem = "no_data"      // port open, not one byte
-	ProblemNoFrames    Problem = "no_frames"    // bytes, but no frame: speed, cable
-	ProblemWrongKey    Problem = "wrong_key"    // frames fail authentication
-	ProblemAuthKey     Problem = "auth_key"     // the key decrypts, the authentication key differs
-	ProblemNoKey       Problem = "no_key"       // frames of a meter without a key
-	ProblemCRCErrors   Problem = "crc_errors"   // telegrams fail their CRC: a noisy line
-	ProblemNoDecryptor Problem = "no_decryptor" // forward mode: nothing confirmed
-	ProblemNoMeter     Problem = "no_meter"     // nothing read yet
-)
-
 // problemText is the explanation and the fix of each Problem, by mode
 // where they differ: the log line and Home Assistant's attributes.
-func problemText(p Problem, mode string) (explanation, fix string) {
-	split := mode == "decrypt"
+func problemText(p discovery.Problem, mode discovery.Mode) (explanation, fix string) {
+	split := mode == discovery.ModeDecrypt
 	switch p {
-	case ProblemOK:
-		if mode == "forward" {
+	case discovery.ProblemOK:
+		if mode == discovery.ModeForward {
 			return "Frames are read and a decryptor confirms them.", ""
 		}
 		return "Telegrams arrive and decode.", ""
-	case ProblemNoData:
+	case discovery.ProblemNoData:
 		if split {
 			return "No forwarded frame arrived for a while.", "Check that the forwarder runs, next to the meter, on the same broker and SMARTY_TOPIC_PREFIX."
 		}
 		return "The meter's port is open but not one byte came for a while.", "Check that the cable sits in the meter's P1 port and that the grid operator has opened the port."
-	case ProblemNoFrames:
+	case discovery.ProblemNoFrames:
 		if split {
 			return "Messages arrive on the raw topics but none is a frame.", "Check that only smartybridge forwarders publish to SMARTY_TOPIC_PREFIX/raw/#."
 		}
 		return "Bytes arrive on the port but form no frame.", "Check the speed (SMARTY_BAUD=115200 for Smarty), that the cable inverts the signal (an FTDI P1 cable does; a plain USB-serial adapter does not), and that SMARTY_DEVICE is the meter's port."
-	case ProblemWrongKey:
+	case discovery.ProblemWrongKey:
 		return "Frames arrive but fail authentication: the key is not this meter's.", "Check SMARTY_KEY against the key the grid operator sent for the meter number printed on the meter."
-	case ProblemAuthKey:
+	case discovery.ProblemAuthKey:
 		return "The key decrypts the frames but the authentication key differs.", "Set SMARTY_AUTH_KEY, or SMARTY_VERIFY_TAG=false to check the telegram CRC instead."
-	case ProblemNoKey:
+	case discovery.ProblemNoKey:
 		return "Encrypted frames arrive from a meter that has no key here.", "Set SMARTY_KEY, or add <system title>:<key> to SMARTY_KEYS."
-	case ProblemCRCErrors:
+	case discovery.ProblemCRCErrors:
 		return "Frames arrive but their telegrams fail the CRC: the line is noisy.", "Check the cable and its connection; a shorter cable helps."
-	case ProblemNoDecryptor:
+	case discovery.ProblemNoDecryptor:
 		return "Frames are forwarded but no decryptor confirms them.", "Start a decryptor (SMARTY_MODE=decrypt) on the same broker and SMARTY_TOPIC_PREFIX, and check the broker's ACL lets it confirm."
-	case ProblemNoMeter:
+	case discovery.ProblemNoMeter:
 		return "Nothing read from the meter yet.", "Wait for the first telegram (every 10 s); if none comes, this says why."
 	}
 	return string(p), ""
@@ -75,7 +59,7 @@ func problemText(p Problem, mode string) (explanation, fix string) {
 type observation struct {
 	now, started time.Time
 	window       time.Duration
-	mode         string
+	mode         discovery.Mode
 	lastByte     time.Time // bytes (or, in decrypt mode, raw messages) last arrived
 	lastValid    time.Time // a telegram decoded; forward mode: a frame queued
 	reject       rejection // the latest rejected frame
@@ -99,43 +83,43 @@ type rejection struct {
 // A rejection within the window wins (one meter of many can be wrong);
 // then a telegram within it is ok; then bytes within it are no_frames;
 // nothing at all is no_meter during the first window and no_data after.
-func diagnose(o observation) (Problem, string) {
+func diagnose(o observation) (discovery.Problem, string) {
 	recent := func(t time.Time) bool { return !t.IsZero() && o.now.Sub(t) <= o.window }
 	if recent(o.reject.at) {
 		switch {
 		case o.reject.reason == telegrams.Authentication && o.reject.authKey:
-			return ProblemAuthKey, o.reject.meter
+			return discovery.ProblemAuthKey, o.reject.meter
 		case o.reject.reason == telegrams.Authentication && o.reject.keyWorked:
-			return ProblemCRCErrors, o.reject.meter
+			return discovery.ProblemCRCErrors, o.reject.meter
 		case o.reject.reason == telegrams.Authentication:
-			return ProblemWrongKey, o.reject.meter
+			return discovery.ProblemWrongKey, o.reject.meter
 		case o.reject.reason == telegrams.NoKey:
-			return ProblemNoKey, o.reject.meter
+			return discovery.ProblemNoKey, o.reject.meter
 		case o.reject.reason == telegrams.CRC || o.reject.reason == telegrams.Malformed:
-			return ProblemCRCErrors, o.reject.meter
+			return discovery.ProblemCRCErrors, o.reject.meter
 		}
 	}
-	if o.mode == "forward" && !o.oldestUnconfirmed.IsZero() && o.now.Sub(o.oldestUnconfirmed) > o.window && !recent(o.lastConfirmed) {
-		return ProblemNoDecryptor, ""
+	if o.mode == discovery.ModeForward && !o.oldestUnconfirmed.IsZero() && o.now.Sub(o.oldestUnconfirmed) > o.window && !recent(o.lastConfirmed) {
+		return discovery.ProblemNoDecryptor, ""
 	}
 	if recent(o.lastValid) {
-		return ProblemOK, ""
+		return discovery.ProblemOK, ""
 	}
 	if o.now.Sub(o.started) < o.window {
-		return ProblemNoMeter, ""
+		return discovery.ProblemNoMeter, ""
 	}
 	if recent(o.lastByte) {
-		return ProblemNoFrames, ""
+		return discovery.ProblemNoFrames, ""
 	}
-	if o.lastValid.IsZero() && o.lastByte.IsZero() && o.mode == "decrypt" {
-		return ProblemNoMeter, ""
+	if o.lastValid.IsZero() && o.lastByte.IsZero() && o.mode == discovery.ModeDecrypt {
+		return discovery.ProblemNoMeter, ""
 	}
-	return ProblemNoData, ""
+	return discovery.ProblemNoData, ""
 }
 
 // reporter publishes an instance's Problem and diagnostics.
 type reporter struct {
-	mode      string
+	mode      discovery.Mode
 	device    discovery.BridgeDevice
 	log       *slog.Logger
 	sample    func(now time.Time) (observation, diagnostics)
@@ -143,7 +127,7 @@ type reporter struct {
 	minPeriod time.Duration // 10 s between publications of unchanged Problem
 
 	mu      sync.Mutex
-	problem Problem
+	problem discovery.Problem
 	meter   string
 	last    []byte
 	lastAt  time.Time
@@ -151,7 +135,7 @@ type reporter struct {
 	payload []byte // the tick's, reused
 }
 
-func newReporter(mode, clientID, prefix string, log *slog.Logger) *reporter {
+func newReporter(mode discovery.Mode, clientID, prefix string, log *slog.Logger) *reporter {
 	base := prefix + "/bridge/" + clientID
 	return &reporter{
 		mode: mode, log: log, minPeriod: 10 * time.Second,
@@ -203,9 +187,9 @@ func (r *reporter) tick(ctx context.Context, now time.Time) {
 	explanation, fix := problemText(p, r.mode)
 	if changed {
 		switch {
-		case p == ProblemOK && !first:
+		case p == discovery.ProblemOK && !first:
 			r.log.Info("problem solved: "+explanation, "problem", p)
-		case p != ProblemOK && p != ProblemNoMeter:
+		case p != discovery.ProblemOK && p != discovery.ProblemNoMeter:
 			r.log.Warn("problem: "+explanation, "problem", p, "fix", fix, "meter", meter)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smartybridge/smartybridge/discovery"
 	"github.com/smartybridge/smartybridge/internal/telegrams"
 )
 
@@ -15,24 +16,24 @@ func TestDiagnose(t *testing.T) {
 	for _, c := range []struct {
 		name string
 		o    observation
-		want Problem
+		want discovery.Problem
 	}{
-		{"just started, nothing yet", observation{now: at(5 * time.Second)}, ProblemNoMeter},
-		{"bytes at start are not yet a verdict", observation{now: at(5 * time.Second), lastByte: at(4 * time.Second)}, ProblemNoMeter},
-		{"silent port", observation{now: at(time.Minute)}, ProblemNoData},
-		{"bytes, no frame", observation{now: at(time.Minute), lastByte: at(59 * time.Second)}, ProblemNoFrames},
-		{"telegrams", observation{now: at(time.Minute), lastByte: at(59 * time.Second), lastValid: at(58 * time.Second)}, ProblemOK},
-		{"telegrams stopped, bytes go on", observation{now: at(2 * time.Minute), lastByte: at(119 * time.Second), lastValid: at(time.Minute)}, ProblemNoFrames},
-		{"wrong key", observation{now: at(time.Minute), reject: rejection{at: at(59 * time.Second), reason: telegrams.Authentication}}, ProblemWrongKey},
-		{"authentication key", observation{now: at(time.Minute), reject: rejection{at: at(59 * time.Second), reason: telegrams.Authentication, authKey: true}}, ProblemAuthKey},
-		{"a damaged frame among good ones", observation{now: at(time.Minute), lastValid: at(58 * time.Second), reject: rejection{at: at(59 * time.Second), reason: telegrams.Authentication, keyWorked: true}}, ProblemCRCErrors},
-		{"crc", observation{now: at(time.Minute), reject: rejection{at: at(59 * time.Second), reason: telegrams.CRC}}, ProblemCRCErrors},
-		{"no key", observation{now: at(time.Minute), reject: rejection{at: at(59 * time.Second), reason: telegrams.NoKey}}, ProblemNoKey},
-		{"an old rejection is forgotten", observation{now: at(time.Minute), lastValid: at(59 * time.Second), reject: rejection{at: at(10 * time.Second), reason: telegrams.CRC}}, ProblemOK},
-		{"decryptor with nothing yet", observation{now: at(time.Minute), mode: "decrypt"}, ProblemNoMeter},
-		{"decryptor whose meters fell silent", observation{now: at(2 * time.Minute), mode: "decrypt", lastByte: at(10 * time.Second), lastValid: at(10 * time.Second)}, ProblemNoData},
-		{"forwarder, nothing confirmed", observation{now: at(time.Minute), mode: "forward", lastValid: at(59 * time.Second), oldestUnconfirmed: at(time.Second), lastConfirmed: t0}, ProblemNoDecryptor},
-		{"forwarder, confirmed", observation{now: at(time.Minute), mode: "forward", lastValid: at(59 * time.Second), oldestUnconfirmed: at(59 * time.Second), lastConfirmed: at(58 * time.Second)}, ProblemOK},
+		{"just started, nothing yet", observation{now: at(5 * time.Second)}, discovery.ProblemNoMeter},
+		{"bytes at start are not yet a verdict", observation{now: at(5 * time.Second), lastByte: at(4 * time.Second)}, discovery.ProblemNoMeter},
+		{"silent port", observation{now: at(time.Minute)}, discovery.ProblemNoData},
+		{"bytes, no frame", observation{now: at(time.Minute), lastByte: at(59 * time.Second)}, discovery.ProblemNoFrames},
+		{"telegrams", observation{now: at(time.Minute), lastByte: at(59 * time.Second), lastValid: at(58 * time.Second)}, discovery.ProblemOK},
+		{"telegrams stopped, bytes go on", observation{now: at(2 * time.Minute), lastByte: at(119 * time.Second), lastValid: at(time.Minute)}, discovery.ProblemNoFrames},
+		{"wrong key", observation{now: at(time.Minute), reject: rejection{at: at(59 * time.Second), reason: telegrams.Authentication}}, discovery.ProblemWrongKey},
+		{"authentication key", observation{now: at(time.Minute), reject: rejection{at: at(59 * time.Second), reason: telegrams.Authentication, authKey: true}}, discovery.ProblemAuthKey},
+		{"a damaged frame among good ones", observation{now: at(time.Minute), lastValid: at(58 * time.Second), reject: rejection{at: at(59 * time.Second), reason: telegrams.Authentication, keyWorked: true}}, discovery.ProblemCRCErrors},
+		{"crc", observation{now: at(time.Minute), reject: rejection{at: at(59 * time.Second), reason: telegrams.CRC}}, discovery.ProblemCRCErrors},
+		{"no key", observation{now: at(time.Minute), reject: rejection{at: at(59 * time.Second), reason: telegrams.NoKey}}, discovery.ProblemNoKey},
+		{"an old rejection is forgotten", observation{now: at(time.Minute), lastValid: at(59 * time.Second), reject: rejection{at: at(10 * time.Second), reason: telegrams.CRC}}, discovery.ProblemOK},
+		{"decryptor with nothing yet", observation{now: at(time.Minute), mode: "decrypt"}, discovery.ProblemNoMeter},
+		{"decryptor whose meters fell silent", observation{now: at(2 * time.Minute), mode: "decrypt", lastByte: at(10 * time.Second), lastValid: at(10 * time.Second)}, discovery.ProblemNoData},
+		{"forwarder, nothing confirmed", observation{now: at(time.Minute), mode: "forward", lastValid: at(59 * time.Second), oldestUnconfirmed: at(time.Second), lastConfirmed: t0}, discovery.ProblemNoDecryptor},
+		{"forwarder, confirmed", observation{now: at(time.Minute), mode: "forward", lastValid: at(59 * time.Second), oldestUnconfirmed: at(59 * time.Second), lastConfirmed: at(58 * time.Second)}, discovery.ProblemOK},
 	} {
 		c.o.started, c.o.window = t0, w
 		if c.o.mode == "" {

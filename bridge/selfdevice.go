@@ -18,7 +18,7 @@ func problemWindow(meterTimeout time.Duration) time.Duration {
 }
 
 // startReport prepares the reporter of a Bridge in bridge or decrypt mode.
-func (b *Bridge) startReport(mode string) {
+func (b *Bridge) startReport(mode discovery.Mode) {
 	r := newReporter(mode, b.o.MQTT.ClientID, b.o.TopicPrefix, b.log)
 	started, window := time.Now(), problemWindow(b.o.MeterTimeout)
 	var arrived changeTime
@@ -36,9 +36,9 @@ func (b *Bridge) startReport(mode string) {
 			telegrams: s.Telegrams, rejected: s.Rejected, lastTelegram: obs.lastValid,
 		}
 		switch mode {
-		case "bridge":
+		case discovery.ModeBridge:
 			v.bytesSkipped = b.skipped.Load()
-		case "decrypt":
+		case discovery.ModeDecrypt:
 			v.metersServed = b.onlineMeters()
 			v.framesPerMinute = rate.add(s.Telegrams)
 		}
@@ -93,11 +93,11 @@ func bridgeDiscovery(r *reporter, style discovery.Style, o discovery.Options) []
 
 // startReport prepares the reporter of a Forwarder.
 func (f *Forwarder) startReport() {
-	r := newReporter("forward", f.o.MQTT.ClientID, f.o.TopicPrefix, f.log)
+	r := newReporter(discovery.ModeForward, f.o.MQTT.ClientID, f.o.TopicPrefix, f.log)
 	started, window := time.Now(), problemWindow(f.o.MeterTimeout)
 	var arrived changeTime
 	r.sample = func(now time.Time) (observation, diagnostics) {
-		obs := observation{now: now, started: started, window: window, mode: "forward", lastByte: arrived.see(f.bytesIn.Load(), now)}
+		obs := observation{now: now, started: started, window: window, mode: discovery.ModeForward, lastByte: arrived.see(f.bytesIn.Load(), now)}
 		if ns := f.lastQueued.Load(); ns != 0 {
 			obs.lastValid = time.Unix(0, ns)
 		}

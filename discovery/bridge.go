@@ -1,15 +1,14 @@
 package discovery
 
-import "strings"
-
-// Problems are the states of the bridge's Problem sensor, in the order
-// Home Assistant lists them.
-var Problems = []string{"ok", "no_data", "no_frames", "wrong_key", "auth_key", "no_key", "crc_errors", "no_decryptor", "no_meter"}
+import (
+	"slices"
+	"strings"
+)
 
 // BridgeDevice is a smartybridge instance as a Home Assistant device.
 type BridgeDevice struct {
 	ClientID string // the MQTT client id, which names the instance
-	Mode     string // bridge, forward or decrypt
+	Mode     Mode
 	// StatusTopic carries "online"/"offline" (the last will);
 	// DiagnosticsTopic the JSON of the diagnostic values; ProblemTopic the
 	// Problem's explanation, fix and meter as JSON attributes.
@@ -45,33 +44,36 @@ func safeID(s string) string {
 // diagnostics JSON and how Home Assistant shows it.
 type bridgeEntity struct {
 	key, name, platform, deviceClass, stateClass, unit, icon string
-	modes                                                    string // modes that have it; "" all
+	modes                                                    []Mode // modes that have it; nil: all
 }
+
+// reading are the modes that read telegrams.
+var reading = []Mode{ModeBridge, ModeDecrypt}
 
 var bridgeEntities = []bridgeEntity{
 	{key: "problem", name: "Problem", platform: "sensor", deviceClass: "enum", icon: "mdi:alert-circle-check-outline"},
 	{key: "connection", name: "MQTT connection", platform: "binary_sensor", deviceClass: "connectivity"},
-	{key: "telegrams", name: "Telegrams decoded", platform: "sensor", stateClass: "total_increasing", icon: "mdi:counter", modes: "bridge decrypt"},
-	{key: "frames_forwarded", name: "Frames forwarded", platform: "sensor", stateClass: "total_increasing", icon: "mdi:counter", modes: "forward"},
-	{key: "rejected_authentication", name: "Frames rejected: authentication", platform: "sensor", stateClass: "total_increasing", icon: "mdi:key-alert", modes: "bridge decrypt"},
-	{key: "rejected_no_key", name: "Frames rejected: no key", platform: "sensor", stateClass: "total_increasing", icon: "mdi:key-remove", modes: "bridge decrypt"},
-	{key: "rejected_crc", name: "Frames rejected: CRC", platform: "sensor", stateClass: "total_increasing", icon: "mdi:alert-decagram", modes: "bridge decrypt"},
-	{key: "rejected_malformed", name: "Frames rejected: malformed", platform: "sensor", stateClass: "total_increasing", icon: "mdi:alert-decagram", modes: "bridge decrypt"},
-	{key: "rejected_replayed", name: "Frames rejected: replayed", platform: "sensor", stateClass: "total_increasing", icon: "mdi:repeat-off", modes: "bridge decrypt"},
-	{key: "bytes_skipped", name: "Bytes skipped", platform: "sensor", deviceClass: "data_size", stateClass: "total_increasing", unit: "B", modes: "bridge forward"},
-	{key: "last_telegram", name: "Last telegram", platform: "sensor", deviceClass: "timestamp", modes: "bridge decrypt"},
-	{key: "frames_queued", name: "Frames queued", platform: "sensor", stateClass: "measurement", icon: "mdi:tray-full", modes: "forward"},
-	{key: "frames_unconfirmed", name: "Frames unconfirmed", platform: "sensor", stateClass: "measurement", icon: "mdi:tray-alert", modes: "forward"},
-	{key: "meters_served", name: "Meters served", platform: "sensor", stateClass: "measurement", icon: "mdi:meter-electric", modes: "decrypt"},
-	{key: "frames_per_minute", name: "Frames per minute", platform: "sensor", stateClass: "measurement", unit: "frames/min", icon: "mdi:speedometer", modes: "decrypt"},
+	{key: "telegrams", name: "Telegrams decoded", platform: "sensor", stateClass: "total_increasing", icon: "mdi:counter", modes: reading},
+	{key: "frames_forwarded", name: "Frames forwarded", platform: "sensor", stateClass: "total_increasing", icon: "mdi:counter", modes: []Mode{ModeForward}},
+	{key: "rejected_authentication", name: "Frames rejected: authentication", platform: "sensor", stateClass: "total_increasing", icon: "mdi:key-alert", modes: reading},
+	{key: "rejected_no_key", name: "Frames rejected: no key", platform: "sensor", stateClass: "total_increasing", icon: "mdi:key-remove", modes: reading},
+	{key: "rejected_crc", name: "Frames rejected: CRC", platform: "sensor", stateClass: "total_increasing", icon: "mdi:alert-decagram", modes: reading},
+	{key: "rejected_malformed", name: "Frames rejected: malformed", platform: "sensor", stateClass: "total_increasing", icon: "mdi:alert-decagram", modes: reading},
+	{key: "rejected_replayed", name: "Frames rejected: replayed", platform: "sensor", stateClass: "total_increasing", icon: "mdi:repeat-off", modes: reading},
+	{key: "bytes_skipped", name: "Bytes skipped", platform: "sensor", deviceClass: "data_size", stateClass: "total_increasing", unit: "B", modes: []Mode{ModeBridge, ModeForward}},
+	{key: "last_telegram", name: "Last telegram", platform: "sensor", deviceClass: "timestamp", modes: reading},
+	{key: "frames_queued", name: "Frames queued", platform: "sensor", stateClass: "measurement", icon: "mdi:tray-full", modes: []Mode{ModeForward}},
+	{key: "frames_unconfirmed", name: "Frames unconfirmed", platform: "sensor", stateClass: "measurement", icon: "mdi:tray-alert", modes: []Mode{ModeForward}},
+	{key: "meters_served", name: "Meters served", platform: "sensor", stateClass: "measurement", icon: "mdi:meter-electric", modes: []Mode{ModeDecrypt}},
+	{key: "frames_per_minute", name: "Frames per minute", platform: "sensor", stateClass: "measurement", unit: "frames/min", icon: "mdi:speedometer", modes: []Mode{ModeDecrypt}},
 }
 
 // BridgeKeys are the keys of the diagnostics JSON that mode publishes
 // (besides "problem").
-func BridgeKeys(mode string) []string {
+func BridgeKeys(mode Mode) []string {
 	var out []string
 	for _, e := range bridgeEntities {
-		if e.platform == "sensor" && e.key != "problem" && (e.modes == "" || strings.Contains(e.modes, mode)) {
+		if e.platform == "sensor" && e.key != "problem" && (e.modes == nil || slices.Contains(e.modes, mode)) {
 			out = append(out, e.key)
 		}
 	}
@@ -84,14 +86,14 @@ func bridgeDeviceInfo(b BridgeDevice, o Options) deviceJSON {
 		name = "smartybridge " + name
 	}
 	return deviceJSON{Identifiers: []string{BridgeID(b.ClientID)}, Name: name, Manufacturer: "smartybridge",
-		Model: "smartybridge, " + b.Mode + " mode", SWVersion: o.Version}
+		Model: "smartybridge, " + string(b.Mode) + " mode", SWVersion: o.Version}
 }
 
 func bridgeComponents(b BridgeDevice) []componentJSON {
 	id := BridgeID(b.ClientID)
 	var out []componentJSON
 	for _, e := range bridgeEntities {
-		if e.modes != "" && !strings.Contains(e.modes, b.Mode) {
+		if e.modes != nil && !slices.Contains(e.modes, b.Mode) {
 			continue
 		}
 		c := componentJSON{
@@ -106,7 +108,7 @@ func bridgeComponents(b BridgeDevice) []componentJSON {
 			// unavailable.
 			c.StateTopic, c.PayloadOn, c.PayloadOff = b.StatusTopic, "online", "offline"
 		case "problem":
-			c.StateTopic, c.ValueTemplate, c.Options = b.DiagnosticsTopic, "{{ value_json.problem }}", Problems
+			c.StateTopic, c.ValueTemplate, c.Options = b.DiagnosticsTopic, "{{ value_json.problem }}", problemOptions()
 			c.JSONAttributesTopic = b.ProblemTopic
 			c.Availability = []availabilityJSON{{Topic: b.StatusTopic}}
 		default:
@@ -143,4 +145,13 @@ func BridgeConfig(b BridgeDevice, style Style, o Options) []Message {
 		return out
 	}
 	return nil
+}
+
+// problemOptions are the Problem states as the enum sensor's options.
+func problemOptions() []string {
+	out := make([]string, len(Problems))
+	for i, p := range Problems {
+		out[i] = string(p)
+	}
+	return out
 }

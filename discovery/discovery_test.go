@@ -252,8 +252,9 @@ func TestLegacyGasAndEmptySlot(t *testing.T) {
 // TestBridgeConfigGolden: the instance's own device in each mode, in
 // device style (golden) and entity style (the same components).
 func TestBridgeConfigGolden(t *testing.T) {
-	for _, mode := range []string{"bridge", "forward", "decrypt"} {
-		b := BridgeDevice{ClientID: "smartybridge-" + mode + "-host-1a2b", Mode: mode,
+	for _, m := range Modes {
+		mode := string(m)
+		b := BridgeDevice{ClientID: "smartybridge-" + mode + "-host-1a2b", Mode: m,
 			StatusTopic:      "smarty/status/smartybridge-" + mode + "-host-1a2b",
 			DiagnosticsTopic: "smarty/bridge/smartybridge-" + mode + "-host-1a2b/diagnostics",
 			ProblemTopic:     "smarty/bridge/smartybridge-" + mode + "-host-1a2b/problem"}
@@ -278,7 +279,7 @@ func TestBridgeConfigGolden(t *testing.T) {
 		if c := dev.Components["connection"]; c["availability"] != nil || c["payload_off"] != "offline" {
 			t.Errorf("%s: the connectivity sensor must show off, not unavailable, when the instance is gone: %v", mode, c)
 		}
-		for _, key := range BridgeKeys(mode) {
+		for _, key := range BridgeKeys(m) {
 			if _, ok := dev.Components[key]; !ok {
 				t.Errorf("%s: no component for %s", mode, key)
 			}

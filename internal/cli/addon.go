@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/smartybridge/smartybridge/discovery"
 )
 
 // The Home Assistant add-on starts `smartybridge addon`: it turns the
@@ -132,7 +134,7 @@ func addonEnv(o addonOptions, svc *mqttService) (map[string]string, error) {
 		env["SMARTY_DEVICE"] = "tcp://" + addr
 	case o.Device != "":
 		env["SMARTY_DEVICE"] = o.Device
-	case o.Mode != "decrypt":
+	case o.Mode != string(discovery.ModeDecrypt):
 		return nil, errors.New("no meter port: choose the serial device in the add-on's configuration, or give tcp_address")
 	}
 	if o.Baud > 0 {

@@ -149,9 +149,9 @@ func (m keyMap) String() string {
 
 // Config is what the bridge reads from the environment (SMARTY_*).
 type Config struct {
-	Mode   string `envconfig:"MODE" default:"bridge" desc:"bridge: read the meter, decrypt, publish to Home Assistant; forward: publish the encrypted frames only (no key needed); decrypt: take forwarded frames from the broker and publish like bridge"`
-	Device string `envconfig:"DEVICE" default:"/dev/ttyUSB0" desc:"the meter's port: a serial device such as /dev/ttyUSB0, tcp://host:port for ser2net or a network P1 dongle, or a capture file"`
-	Baud   int    `envconfig:"BAUD" default:"115200" desc:"serial speed; Smarty meters send at 115200 8N1"`
+	Mode   discovery.Mode `envconfig:"MODE" default:"bridge" desc:"bridge: read the meter, decrypt, publish to Home Assistant; forward: publish the encrypted frames only (no key needed); decrypt: take forwarded frames from the broker and publish like bridge"`
+	Device string         `envconfig:"DEVICE" default:"/dev/ttyUSB0" desc:"the meter's port: a serial device such as /dev/ttyUSB0, tcp://host:port for ser2net or a network P1 dongle, or a capture file"`
+	Baud   int            `envconfig:"BAUD" default:"115200" desc:"serial speed; Smarty meters send at 115200 8N1"`
 	KeyConfig
 	MQTTURL         string   `envconfig:"MQTT_URL" default:"mqtt://localhost:1883" desc:"broker URL: mqtt://host[:port] (port 1883 by default), or mqtts://host[:port] for TLS (8883); a login may go in it as mqtt://user:password@host"`
 	MQTTCAFile      string   `envconfig:"MQTT_CA_FILE" desc:"PEM file of the CA that signed the broker's certificate (mqtts://); empty: the system's CAs"`
@@ -203,9 +203,7 @@ func loadConfig(env Env) (Config, error) {
 
 // Validate checks values and the rules between them.
 func (c *Config) Validate() error {
-	switch c.Mode {
-	case "bridge", "forward", "decrypt":
-	default:
+	if _, ok := discovery.ParseMode(string(c.Mode)); !ok {
 		return fmt.Errorf("SMARTY_MODE=%q: want bridge, forward or decrypt", c.Mode)
 	}
 	if c.MetricsListen != "" {
@@ -213,11 +211,11 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("SMARTY_METRICS_LISTEN=%q: want host:port, such as 127.0.0.1:9108", c.MetricsListen)
 		}
 	}
-	if c.ShareGroup != "" && (c.Mode != "decrypt" || strings.ContainsAny(c.ShareGroup, "/+#")) {
+	if c.ShareGroup != "" && (c.Mode != discovery.ModeDecrypt || strings.ContainsAny(c.ShareGroup, "/+#")) {
 		return fmt.Errorf("SMARTY_SHARE_GROUP=%q: a name without '/', '+' or '#', for SMARTY_MODE=decrypt only", c.ShareGroup)
 	}
 	if c.ConfirmKey != "" {
-		if c.Mode != "forward" {
+		if c.Mode != discovery.ModeForward {
 			return fmt.Errorf("SMARTY_CONFIRM_KEY is for SMARTY_MODE=forward only")
 		}
 		if _, err := bridge.ParseConfirmKey(c.ConfirmKey); err != nil {
@@ -313,7 +311,7 @@ func (c *Config) mqttOptions() (bridge.MQTTOptions, error) {
 		o.URL = &bare
 	}
 	if o.ClientID == "" {
-		o.ClientID = defaultClientID(c.Mode, c.StateDir)
+		o.ClientID = defaultClientID(string(c.Mode), c.StateDir)
 	}
 	if u.Scheme == "mqtts" || u.Scheme == "ssl" || u.Scheme == "tls" {
 		o.TLS = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: u.Hostname()}

@@ -46,7 +46,7 @@ func runBridge(ctx context.Context, env Env, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if cfg.Mode != "decrypt" && env.Get("GOMAXPROCS") == "" {
+	if cfg.Mode != discovery.ModeDecrypt && env.Get("GOMAXPROCS") == "" {
 		// One meter, one telegram every 10 s: a single P saves the runtime's
 		// hand-offs around the blocking serial reads (tools/bridgebench:
 		// 0.33 ms CPU per frame instead of 0.92 ms, same latency). Decrypt
@@ -56,9 +56,9 @@ func runBridge(ctx context.Context, env Env, stderr io.Writer) error {
 	log.Info("smartybridge starting", "version", version, "mode", cfg.Mode, "device", cfg.Device,
 		"broker", opts.MQTT.URL.Redacted(), "client_id", opts.MQTT.ClientID, "discovery", cfg.Discovery)
 	switch cfg.Mode {
-	case "forward":
+	case discovery.ModeForward:
 		return runForward(ctx, &cfg, opts, log)
-	case "decrypt":
+	case discovery.ModeDecrypt:
 		if !cfg.hasKey() {
 			log.Warn("no SMARTY_KEY or SMARTY_KEYS: every forwarded frame will be counted and dropped")
 		}
