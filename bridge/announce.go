@@ -39,7 +39,7 @@ func (b *Bridge) announceDirty(ctx context.Context) {
 	if b.report != nil && b.selfDirty.Swap(false) {
 		// The instance's own device first: meter devices link to it.
 		node := discovery.BridgeNode(b.o.MQTT.ClientID)
-		msgs := bridgeDiscovery(b.report, b.o.Discovery, b.discoveryOptions(""))
+		msgs := b.selfDiscovery()
 		ready, stale := b.sw.probed(node, msgs)
 		if !ready || !b.sw.publish(ctx, node, msgs, stale) {
 			b.selfDirty.Store(true)
@@ -90,20 +90,6 @@ func (b *Bridge) remark(m *meter, dirty, avail bool) {
 	m.dirty = m.dirty || dirty
 	m.avail = m.avail || avail
 	b.mu.Unlock()
-}
-
-// discoveryOptions are the discovery options for meter (or, with "", for
-// the instance's own device).
-func (b *Bridge) discoveryOptions(meter string) discovery.Options {
-	o := discovery.Options{TopicPrefix: b.o.TopicPrefix, DiscoveryPrefix: b.o.DiscoveryPrefix,
-		Version: b.o.Version, SupportURL: b.o.SupportURL}
-	if meter != "" {
-		o.Availability = []string{b.statusTopic, discovery.AvailabilityTopic(b.o.TopicPrefix, meter)}
-		if b.report != nil {
-			o.ViaDevice = discovery.BridgeID(b.o.MQTT.ClientID)
-		}
-	}
-	return o
 }
 
 func availability(online bool) string {
@@ -172,7 +158,7 @@ func (b *Bridge) checkQuiet(now time.Time) {
 	if b.lastValid.Load() != 0 && now.Sub(last) < b.o.NoFrameWarning || b.warnedQuiet.Load() {
 		return
 	}
-	if b.bytesIn.Load() == 0 && b.split.Load() == nil {
+	if b.bytesIn.Load() == 0 && (b.report == nil || b.report.mode != discovery.ModeDecrypt) {
 		return // not one byte: the port says so itself (p1/port)
 	}
 	b.warnedQuiet.Store(true)
@@ -190,26 +176,23 @@ func (b *Bridge) checkQuiet(now time.Time) {
 	b.log.Warn("no valid telegram for a while", "for", b.o.NoFrameWarning, "bytes_received", b.bytesIn.Load(), "hint", hint)
 }
 
-// shutdown publishes "offline" for the bridge and its meters and
-// disconnects, within a few seconds.
-func (b *Bridge) shutdown() {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if b.conn.up.Load() {
-		// Discovery still pending (a capture file ends fast) goes out first.
-		b.announceDirty(ctx)
-		b.mu.Lock()
-		ids := make([]string, 0, len(b.meters))
-		for id := range b.meters {
-			ids = append(ids, id)
-		}
-		b.mu.Unlock()
-		for _, id := range ids {
-			b.send(ctx, discovery.AvailabilityTopic(b.o.TopicPrefix, id), []byte("offline"), 1)
-		}
-		b.send(ctx, b.statusTopic, []byte("offline"), 1)
+// stop publishes, at a clean stop, the discovery still pending (a capture
+// file ends fast) and "offline" for every meter (part).
+func (b *Bridge) stop(ctx context.Context) {
+	b.announceDirty(ctx)
+	b.mu.Lock()
+	ids := make([]string, 0, len(b.meters))
+	for id := range b.meters {
+		ids = append(ids, id)
 	}
-	b.conn.close(ctx)
+	b.mu.Unlock()
+	for _, id := range ids {
+		b.send(ctx, discovery.AvailabilityTopic(b.o.TopicPrefix, id), []byte("offline"), 1)
+	}
+}
+
+// logStopped says what the run did.
+func (b *Bridge) logStopped() {
 	s := b.Stats()
 	b.log.Info("stopped", "telegrams", s.Telegrams, "states", s.States, "dropped", s.Dropped,
 		"auth_failures", s.Rejected[telegrams.Authentication], "crc_errors", s.Rejected[telegrams.CRC], "malformed", s.Rejected[telegrams.Malformed],

@@ -53,7 +53,7 @@ func BenchmarkTelegramToMQTT(b *testing.B) {
 	src := &frameSource{m: sim.New(sim.Options{Start: time.Now()}), left: b.N, at: time.Now()}
 	b.ReportAllocs()
 	b.ResetTimer()
-	if err := br.Run(context.Background(), src); err != nil {
+	if err := br.Run(context.Background(), Source{Reader: src}); err != nil {
 		b.Fatal(err)
 	}
 	b.StopTimer()

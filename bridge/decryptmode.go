@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
@@ -87,8 +86,6 @@ type decryptor struct {
 	wg     sync.WaitGroup
 
 	logs *logLimiter
-
-	garbage, forged, oversized, plainRefused atomic.Int64
 }
 
 // confirmKeys derives, once per meter key, the key that signs its
@@ -151,7 +148,6 @@ func (b *Bridge) RunDecrypt(ctx context.Context, o SplitOptions) error {
 		b.book = newReplayBook(o.StateDir)
 	}
 	b.book.load(b.log)
-	b.split.Store(d)
 	b.startReport(discovery.ModeDecrypt)
 	for t, k := range d.keys.byTitle {
 		b.log.Info("confirmations of this meter are signed with", "meter", t.String(), "confirm_key", fmt.Sprintf("%x", []byte(k.pub)))
@@ -161,7 +157,7 @@ func (b *Bridge) RunDecrypt(ctx context.Context, o SplitOptions) error {
 			"hint", "set SMARTY_CONFIRM_KEY to this on the forwarders")
 	}
 	co := connectOptions{sessionExpiry: uint32(o.SessionExpiry / time.Second), maxPacket: maxRawPacket}
-	return b.run(ctx, co, false, func(ctx context.Context) error {
+	err := b.run(ctx, co, d, false, func(ctx context.Context) error {
 		var wg sync.WaitGroup
 		wg.Go(func() { b.saver(ctx) })
 		d.loop(ctx)
@@ -170,27 +166,32 @@ func (b *Bridge) RunDecrypt(ctx context.Context, o SplitOptions) error {
 		b.saveBook() // a last time
 		return nil
 	})
+	b.logStopped()
+	return err
 }
+
+// connected subscribes to the forwarded frames and the confirmations,
+// then marks for publishing what the broker may have lost (part).
+func (d *decryptor) connected(ctx context.Context) {
+	d.subscribe(ctx)
+	d.b.connected(ctx)
+}
+
+// homeAssistantOnline sends every discovery again (part).
+func (d *decryptor) homeAssistantOnline(ctx context.Context) { d.b.homeAssistantOnline(ctx) }
+
+// stop says "offline" for every meter (part).
+func (d *decryptor) stop(ctx context.Context) { d.b.stop(ctx) }
 
 // Duplicates counts frames dropped because their counter did not grow.
 func (b *Bridge) Duplicates() int64 { return b.counts.rejected[telegrams.Replayed].Load() }
 
 // Garbage counts raw messages that were no frame at all.
-func (b *Bridge) Garbage() int64 {
-	if d := b.split.Load(); d != nil {
-		return d.garbage.Load() + d.oversized.Load()
-	}
-	return 0
-}
+func (b *Bridge) Garbage() int64 { return b.counts.garbage.Load() + b.counts.oversized.Load() }
 
 // Forged counts confirmations not signed with the meter's key, and plain
 // telegrams refused because they named an encrypted meter.
-func (b *Bridge) Forged() int64 {
-	if d := b.split.Load(); d != nil {
-		return d.forged.Load() + d.plainRefused.Load()
-	}
-	return 0
-}
+func (b *Bridge) Forged() int64 { return b.counts.forged.Load() + b.counts.plainRefused.Load() }
 
 func (d *decryptor) rawFilter() string {
 	f := d.b.o.TopicPrefix + "/raw/+"
@@ -219,8 +220,12 @@ func (d *decryptor) subscribe(ctx context.Context) {
 	d.b.log.Info("receiving forwarded frames", "filter", d.rawFilter())
 }
 
-// message takes what the broker sends; it reports whether it was ours.
-func (d *decryptor) message(topic string, payload []byte) bool {
+// message takes what the broker sends for decrypt mode (part).
+func (d *decryptor) message(topic string, payload []byte) { d.take(topic, payload) }
+
+// take takes a forwarded frame or a confirmation; it reports whether the
+// message was one.
+func (d *decryptor) take(topic string, payload []byte) bool {
 	prefix := d.b.o.TopicPrefix + "/"
 	switch {
 	case strings.HasPrefix(topic, prefix+"raw/"):
@@ -253,7 +258,7 @@ func (d *decryptor) follow(title string, payload []byte) {
 	}
 	c, pub, err := parseConfirmation(title, payload)
 	if err != nil || !pub.Equal(k.pub) {
-		d.forged.Add(1)
+		d.b.counts.forged.Add(1)
 		d.warnLimited("forged "+title, "a confirmation for this meter is not signed with its key; ignored",
 			"meter", title, "hint", "another client publishes on "+d.confirmTopic(title)+": restrict who may publish there with the broker's ACL (README, split mode)")
 		return
@@ -285,7 +290,7 @@ func (d *decryptor) handle(ctx context.Context, f rawFrame) {
 	b := d.b
 	id := f.topic[strings.LastIndexByte(f.topic, '/')+1:]
 	if len(f.payload) > p1.MaxFrameLen {
-		d.oversized.Add(1)
+		d.b.counts.oversized.Add(1)
 		d.warnLimited("oversized", "a message on a raw topic is larger than any frame; ignored", "topic", f.topic, "bytes", len(f.payload), "max", p1.MaxFrameLen)
 		return
 	}
@@ -295,7 +300,7 @@ func (d *decryptor) handle(ctx context.Context, f rawFrame) {
 	}
 	h, err := decrypt.ParseHeader(f.payload)
 	if err != nil || h.Len != len(f.payload) || h.Title.String() != id {
-		d.garbage.Add(1)
+		d.b.counts.garbage.Add(1)
 		d.warnLimited("garbage "+id, "a message on the raw topic is not a frame of that meter; ignored", "topic", f.topic, "bytes", len(f.payload))
 		return
 	}
@@ -389,108 +394,6 @@ func (d *decryptor) reject(ctx context.Context, id string, k confirmKey, fid str
 	}
 }
 
-// handlePlain publishes an unencrypted telegram, which carries no
-// authentication: only under an id that no encrypted meter uses, for at
-// most MaxPlainMeters meters, and only when its time stamp grows.
-func (d *decryptor) handlePlain(ctx context.Context, id string, payload []byte) {
-	b := d.b
-	tg, from, err := b.dec.Decode(p1.Plain, payload)
-	if err != nil {
-		b.countReject(telegrams.ReasonOf(err))
-		d.warnLimited("plainbad "+id, "a forwarded plain telegram was rejected", "topic id", id, "err", err)
-		return
-	}
-	meter := b.meterID(tg, from)
-	if d.encrypted(meter) {
-		d.plainRefused.Add(1)
-		d.warnLimited("impostor "+meter, "a plain telegram names a meter that sends encrypted frames; refused (forged?)", "meter", meter,
-			"hint", "restrict who may publish on "+b.o.TopicPrefix+"/raw/# with the broker's ACL (README, split mode)")
-		return
-	}
-	var stamp string
-	for i := range tg.Objects {
-		if o := &tg.Objects[i]; o.OBIS == (p1.OBIS{A: 0, B: 0, C: 1, D: 0, E: 0}) {
-			stamp = string(o.Values[0].Text)
-		}
-	}
-	d.mu.Lock()
-	ps, known := d.plain.get(meter)
-	if !known && d.plain.len() >= d.o.MaxPlainMeters {
-		d.mu.Unlock()
-		d.plainRefused.Add(1)
-		d.warnLimited("plainmax", "more unencrypted meters than a decryptor serves; refused (forged?)", "meter", meter, "max", d.o.MaxPlainMeters)
-		return
-	}
-	if known && stamp != "" && !d.plainStampOK(meter, ps, stamp) {
-		d.mu.Unlock()
-		b.countReject(telegrams.Replayed)
-		return
-	}
-	if !known {
-		ps = &plainState{}
-		d.plain.put(meter, ps)
-	}
-	if stamp != "" {
-		ps.lastTime, ps.lastAt, ps.back = stamp, time.Now(), 0
-	}
-	d.mu.Unlock()
-	b.handle(ctx, tg, from)
-}
-
-// plainStampOK decides whether a plain telegram stamped stamp is new. A
-// repeat, or a stamp before the last one, is not; but such stamps,
-// downAfter in a row and growing among themselves, are followed (a clock
-// set back, or a forged stamp before them: forged plain telegrams must
-// not block the real ones), and a stamp further ahead of the last than
-// the time since it came, plus an hour, is not believed (forged?) and not
-// remembered. Called with d.mu held.
-func (d *decryptor) plainStampOK(meter string, ps *plainState, stamp string) bool {
-	if stamp == ps.lastTime {
-		return false
-	}
-	if !newerStamp(stamp, ps.lastTime) {
-		if ps.back > 0 && !newerStamp(stamp, ps.backLast) {
-			ps.back = 0
-		}
-		ps.back++
-		ps.backLast = stamp
-		if ps.back < downAfter {
-			return false
-		}
-		d.warnLimited("plainback "+meter, fmt.Sprintf("a plain meter's clock went back and stayed back for %d telegrams: following it (its clock was set, or a forged telegram was stamped ahead)", downAfter),
-			"meter", meter, "stamp", stamp, "was", ps.lastTime)
-		return true
-	}
-	next, ok1 := p1.Value{Text: []byte(stamp)}.Time()
-	last, ok2 := p1.Value{Text: []byte(ps.lastTime)}.Time()
-	if ok1 && ok2 && next.Sub(last) > time.Since(ps.lastAt)+time.Hour {
-		d.warnLimited("plainahead "+meter, "a plain telegram is stamped far ahead of the meter's clock; ignored (forged?)", "meter", meter, "stamp", stamp, "last", ps.lastTime,
-			"hint", "restrict who may publish on "+d.b.o.TopicPrefix+"/raw/# with the broker's ACL (README, split mode)")
-		return false
-	}
-	return true
-}
-
-// newerStamp reports whether the DSMR time stamp a (YYMMDDhhmmss[SW]) is
-// a later instant than b. The digits alone would put October's repeated
-// hour (02:00W–02:59W after 02:59S) before the hour it repeats. Stamps
-// without a season letter (DSMR 2.2) cannot be ordered through that hour:
-// any other stamp counts as new.
-func newerStamp(a, b string) bool {
-	ta, okA := p1.Value{Text: []byte(a)}.Time()
-	tb, okB := p1.Value{Text: []byte(b)}.Time()
-	if okA && okB {
-		return ta.After(tb)
-	}
-	return a != b
-}
-
-// encrypted reports whether meter is an encrypted meter: one in the
-// replay book (by its meter id or title) or one with a configured key.
-func (d *decryptor) encrypted(meter string) bool {
-	return d.b.book.encrypted(meter) || d.keys.titles[meter]
-}
-
 func (d *decryptor) warnLimited(key, msg string, args ...any) {
 	ok, held := d.logs.allow(key)
 	if !ok {
@@ -500,71 +403,4 @@ func (d *decryptor) warnLimited(key, msg string, args ...any) {
 		args = append(args, "similar_lines_held_back", held)
 	}
 	d.b.log.Warn(msg, args...)
-}
-
-// saver writes the replay book when it changed, at most every
-// Options.SaveEvery (5 min), and a clean stop writes it once more. Every
-// write is durable (statefile.Write: the file and its directory synced),
-// and on a Raspberry Pi's SD card each costs some 16 KB of flash writes;
-// at a frame every 10 s a write per change would be 6 MB an hour, five
-// minutes is about 200 KB. What it costs: after a crash or a power cut
-// (no clean stop), the frames of at most the last five minutes before it
-// could be replayed once into a bridge fed by a TCP source. Their
-// readings are the meter's own, only old; and a decryptor also reads its
-// counters back from its retained confirmations. A save that failed
-// wrote nothing, so it is tried again after saveRetry. A state directory
-// that turns read-only or full is said once, with what it costs; then
-// once an hour while it lasts, and once when it works again.
-func (b *Bridge) saver(ctx context.Context) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	var due time.Time // the next write may not come before
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			if now.Before(due) || !b.book.isDirty() {
-				continue
-			}
-			if b.saveBook() {
-				due = now.Add(b.o.SaveEvery)
-			} else {
-				due = now.Add(saveRetry)
-			}
-		}
-	}
-}
-
-// saveEvery is the default of Options.SaveEvery; saveRetry the pause
-// after a save that failed.
-const (
-	saveEvery = 5 * time.Minute
-	saveRetry = 10 * time.Second
-)
-
-// saveFailureReminder is how often a state directory that still cannot be
-// written is mentioned again.
-const saveFailureReminder = time.Hour
-
-// saveBook saves the replay book and logs the turns of its fortune; it
-// reports whether the book is saved. Goroutines of the saver and the stop
-// only, one at a time.
-func (b *Bridge) saveBook() bool {
-	err := b.book.save()
-	s := &b.saveState
-	switch {
-	case err == nil && s.failures > 0:
-		b.log.Info("frame counters saved again", "failed_attempts", s.failures, "file", b.book.file)
-		s.failures = 0
-	case err == nil:
-	case s.failures == 0 || time.Since(s.warned) >= saveFailureReminder:
-		s.failures++
-		s.warned = time.Now()
-		b.log.Warn("cannot save frame counters; replay protection holds within this run only until it works again",
-			"err", err, "failed_attempts", s.failures, "hint", "free space or fix permissions in SMARTY_STATE_DIR")
-	default:
-		s.failures++
-	}
-	return err == nil
 }

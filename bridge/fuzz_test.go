@@ -1,11 +1,13 @@
 package bridge
 
 import (
+	"bytes"
 	"context"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/eclipse/paho.golang/packets"
 	"github.com/smartybridge/smartybridge/decrypt"
 	"github.com/smartybridge/smartybridge/p1"
 )
@@ -21,6 +23,25 @@ func (r *recordingPublisher) publish(_ context.Context, topic string, _ []byte, 
 	r.topics = append(r.topics, topic)
 	r.mu.Unlock()
 	return nil
+}
+
+func (r *recordingPublisher) isUp() bool { return true }
+
+// writeBatch records the topics of the PUBLISH packets in a batch.
+func (r *recordingPublisher) writeBatch(batch []byte) (gen, n int64, ok bool, err error) {
+	rd := bytes.NewReader(batch)
+	for rd.Len() > 0 {
+		cp, err := packets.ReadPacket(rd)
+		if err != nil {
+			return 0, 0, true, err
+		}
+		if p, ok := cp.Content.(*packets.Publish); ok {
+			r.mu.Lock()
+			r.topics = append(r.topics, p.Topic)
+			r.mu.Unlock()
+		}
+	}
+	return 0, 0, true, nil
 }
 
 func (r *recordingPublisher) take() []string {

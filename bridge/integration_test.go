@@ -59,7 +59,9 @@ func start(t *testing.T, o Options, src interface {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &harness{b: b, cancel: cancel, done: make(chan error, 1)}
-	go func() { h.done <- b.Run(ctx, src) }()
+	// A port says it is live; a pipe or a capture is not.
+	lp, live := src.(interface{ Live() bool })
+	go func() { h.done <- b.Run(ctx, Source{Reader: src, Live: live && lp.Live()}) }()
 	t.Cleanup(func() { h.stop(t) })
 	return h
 }

@@ -33,10 +33,17 @@ type MQTTOptions struct {
 	HealthFile string
 }
 
-// publisher is what the bridge needs of an MQTT connection: the one-method
-// interface its tests and modes share.
+// publisher is what the modes need of an MQTT connection; a conn, or a
+// test's recorder.
 type publisher interface {
+	// publish sends one message through paho; at QoS 1 it returns once
+	// the broker acknowledged it.
 	publish(ctx context.Context, topic string, payload []byte, qos byte, retain bool) error
+	// writeBatch writes QoS 0 packets in one write, closed by a PINGREQ
+	// whose answer confirms them (batch.go, pinger.go).
+	writeBatch(packets []byte) (gen, n int64, ok bool, err error)
+	// isUp reports whether the connection is up.
+	isUp() bool
 }
 
 // conn is an autopaho connection with the bridge's logging and hints.
@@ -275,6 +282,8 @@ func (c *conn) connectError(err error) {
 	c.log.Debug("cannot connect to MQTT broker", "broker", c.url, "attempt", n, "err", err)
 }
 
+func (c *conn) isUp() bool { return c.up.Load() }
+
 func (c *conn) publish(ctx context.Context, topic string, payload []byte, qos byte, retain bool) error {
 	_, err := c.cm.Publish(ctx, &paho.Publish{Topic: topic, Payload: payload, QoS: qos, Retain: retain})
 	return err
@@ -282,8 +291,7 @@ func (c *conn) publish(ctx context.Context, topic string, payload []byte, qos by
 
 // writeBatch writes QoS 0 packets built by appendPublish in one call,
 // closed by a PINGREQ whose answer says the broker read them all
-// (pinger.go). ok is false when there is no connection; the caller then
-// publishes through paho, which fails and counts. gen and n name the
+// (pinger.go). ok is false when there is no connection. gen and n name the
 // PINGREQ for pinger.delivered.
 func (c *conn) writeBatch(packets []byte) (gen, n int64, ok bool, err error) {
 	p := c.current.Load()

@@ -127,8 +127,7 @@ func (f *Forwarder) startReport() {
 func (f *Forwarder) announceSelf(ctx context.Context) {
 	node := discovery.BridgeNode(f.o.MQTT.ClientID)
 	f.sw.waitReady(ctx, node)
-	opts := discovery.Options{TopicPrefix: f.o.TopicPrefix, DiscoveryPrefix: f.o.DiscoveryPrefix, Version: f.o.Version, SupportURL: f.o.SupportURL}
-	msgs := bridgeDiscovery(f.report, f.o.Discovery, opts)
+	msgs := f.selfDiscovery()
 	if _, stale := f.sw.probed(node, msgs); !f.sw.publish(ctx, node, msgs, stale) {
 		f.log.Debug("discovery not published")
 	}

@@ -93,7 +93,7 @@ func TestSplitMatchesBridge(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := br.Run(context.Background(), bytes.NewReader(in)); err != nil {
+	if err := br.Run(context.Background(), Source{Reader: bytes.NewReader(in)}); err != nil {
 		t.Fatal(err)
 	}
 	want := retained(t, b1.URL)

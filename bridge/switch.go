@@ -75,10 +75,6 @@ func (s *switcher) begin(ctx context.Context) {
 	s.mu.Unlock()
 }
 
-// probeNode subscribes to node's discovery topics once and marks it ready
-// after probeWait (at once if the subscription fails).
-func (s *switcher) probeNode(node string) { s.add(node)() }
-
 // add registers node as not yet ready, so that it is not announced before
 // its probe, and returns what starts the probe: the caller may hold its
 // own locks while registering.

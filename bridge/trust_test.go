@@ -285,7 +285,7 @@ func TestHostileRawMessages(t *testing.T) {
 	publishRaw(t, pub.Client, "smarty/raw/"+sysTitle.String(), sealed(t, 4))
 	testenv.WaitFor(t, 60*time.Second, "the real frame after the flood", func() bool { return dec.Stats().Telegrams == 1 })
 	stop()
-	if n := dec.split.Load().titles.len(); n > 8192 {
+	if n := dec.part.(*decryptor).titles.len(); n > 8192 {
 		t.Errorf("%d titles kept", n)
 	}
 	if dec.Garbage() != 1 {

@@ -78,7 +78,7 @@ func runDemo(ctx context.Context, env Env, stdout, stderr io.Writer) error {
 	go func() {
 		pw.CloseWithError(simulate(ctx, pw, meter, time.Duration(dc.Interval), 0))
 	}()
-	err = b.Run(ctx, pr)
+	err = b.Run(ctx, bridge.Source{Reader: pr})
 	_ = pr.Close() // stops the simulator; its error is ours
 	return err
 }

@@ -86,7 +86,7 @@ func runBridge(ctx context.Context, env Env, stderr io.Writer) error {
 	if err := serveMetrics(ctx, &cfg, b.Metrics, log); err != nil {
 		return err
 	}
-	return b.Run(ctx, src)
+	return b.Run(ctx, bridge.Source{Reader: src, Live: src.Live()})
 }
 
 // serveMetrics starts the Prometheus endpoint when SMARTY_METRICS_LISTEN
