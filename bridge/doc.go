@@ -1,9 +1,16 @@
 // Package bridge carries meter telegrams to MQTT; it is the only package
 // that talks to a broker (paho.golang autopaho, MQTT 5).
 //
-//	bridge mode   port ─► p1.Scanner ─► Decoder ─► states, discovery, availability
-//	forward mode  port ─► p1.Scanner ─► spool ─► <prefix>/raw/<TITLE>        (Forwarder)
-//	decrypt mode  <prefix>/raw/+ ─► replay check ─► Decoder ─► as bridge mode (Bridge.RunDecrypt)
+//	bridge mode   port ─► telegrams.Reader ─► replay check ─► states, discovery, availability (Bridge.Run)
+//	forward mode  port ─► telegrams.Reader (frames only) ─► spool ─► <prefix>/raw/<TITLE>  (Forwarder)
+//	decrypt mode  <prefix>/raw/+ ─► replay check ─► Decoder ─► as bridge mode   (Bridge.RunDecrypt)
+//
+// Every mode is a part of one node (node.go): the node owns the broker
+// connection and its life, the instance's status topic and Last Will,
+// Home Assistant's status, the discovery-style switcher (switch.go), the
+// reporter of the instance's own device (report.go) and the clean
+// "offline" at the end; the part subscribes to what it needs, takes its
+// messages and says what it says at a stop.
 //
 // Topics (DESIGN.md §4):
 //
