@@ -106,6 +106,8 @@ func run(ctx context.Context, args []string, env Env, stdin io.Reader, stdout, s
 		return nil
 	case "decode":
 		return runDecode(ctx, args, env, stdin, stdout, stderr)
+	case "quarters":
+		return runQuarters(ctx, args, env, stdin, stdout, stderr)
 	case "demo":
 		return runDemo(ctx, env, stdout, stderr)
 	case "simulate":
@@ -119,7 +121,7 @@ func run(ctx context.Context, args []string, env Env, stdin io.Reader, stdout, s
 	case "confirm-key":
 		return runConfirmKey(env, stdout)
 	}
-	return configError{fmt.Errorf("unknown command %q: the commands are run, demo, simulate, decode, confirm-key, health, addon and version (smartybridge -h)", cmd)}
+	return configError{fmt.Errorf("unknown command %q: the commands are run, demo, simulate, decode, quarters, confirm-key, health, addon and version (smartybridge -h)", cmd)}
 }
 
 // runConfirmKey prints, for every configured meter key, the public key

@@ -14,6 +14,7 @@ Commands:
   smartybridge demo        the same with a simulated meter and a built-in broker
   smartybridge simulate    write a simulated meter's frames to stdout or a file
   smartybridge decode      decode P1 bytes (files, or stdin) to JSON lines
+  smartybridge quarters    the energy of every quarter-hour in P1 captures
   smartybridge confirm-key print the key forwarders check confirmations with
   smartybridge health      exit 0 while the running bridge holds its broker
   smartybridge addon       the Home Assistant add-on's entry point
@@ -59,6 +60,19 @@ SMARTY_KEY, SMARTY_KEYS, SMARTY_KEYS_FILE, SMARTY_AUTH_KEY and
 SMARTY_VERIFY_TAG. Exit status: 0 when a telegram decoded (or there was no
 frame at all), 1 when frames were seen and none decoded, 2 for a bad
 configuration.
+`,
+	"quarters": `usage: smartybridge quarters [-reference-power KW] [FILE…]
+
+Reads raw P1 bytes from the files in order, or from stdin, with the keys
+decode uses, and writes one JSON line per complete quarter-hour and meter:
+the energy drawn in it, its average power, and with -reference-power the
+energy above that power (billed at the higher price in Luxembourg since
+2025). A quarter is complete when readings bracket both its boundaries;
+"quality" says "measured" (readings at most 60 s apart around both) or
+"estimated" (a gap, spread linearly). Times are the meter's, with its
+offset. For example, how often a day's capture would have overrun 7 kW:
+
+  smartybridge quarters -reference-power 7 day.bin | grep -vc '"overrun_kwh":0,'
 `,
 	"confirm-key": `usage: smartybridge confirm-key
 

@@ -100,10 +100,32 @@ func Load(t time.Time, noise float64) (demand, solar float64) {
 	}
 	demand = 0.22 + bump(7.5, 0.8, 1.1) + bump(12.5, 0.7, 0.6) + bump(19.2, 1.4, 2.1)
 	demand *= 1 + noise
+	demand += appliances(h)
 	if h > 7 && h < 19 {
 		solar = 3.4 * math.Sin(math.Pi*(h-7)/12)
 	}
 	return demand, solar
+}
+
+// appliances are the big loads of a household's day at local hour h, in
+// kW, so that the demo shows Luxembourg's reference power at work: against
+// 7 kW, the instantaneous water heater at 7:15 and the car charging at
+// 18:30 overrun their quarters, the oven and kettle at noon (a spike then
+// quiet in the same quarter) and the sauna at 21:05 (split over two
+// quarters) do not.
+func appliances(h float64) float64 {
+	on := func(from, minutes float64) bool { return h >= from && h < from+minutes/60 }
+	switch {
+	case on(7.25, 12):
+		return 9
+	case on(12, 8):
+		return 7.5
+	case on(18.5, 13):
+		return 11
+	case on(21+5.0/60, 20):
+		return 8.5
+	}
+	return 0
 }
 
 // Telegram advances the meter to at and returns the telegram it sends then.
