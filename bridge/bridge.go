@@ -12,6 +12,7 @@ import (
 
 	"github.com/smartybridge/smartybridge/decrypt"
 	"github.com/smartybridge/smartybridge/discovery"
+	"github.com/smartybridge/smartybridge/internal/quarter"
 	"github.com/smartybridge/smartybridge/internal/telegrams"
 	"github.com/smartybridge/smartybridge/p1"
 )
@@ -37,6 +38,11 @@ type Options struct {
 	// SaveEvery: the frame counters are written when they changed, at
 	// most this often, and at a clean stop. Default 5 min (saver).
 	SaveEvery time.Duration
+	// ReferencePower (kW) and OverrunPrice (€/kWh) are the start-up
+	// values of every meter's reference power settings (quarters.go);
+	// 0: not set. Home Assistant can change them per meter.
+	ReferencePower float64
+	OverrunPrice   float64
 	// Log receives the bridge's messages; nil discards them.
 	Log *slog.Logger
 	// OnTelegram, if set, sees every telegram after its states were
@@ -69,7 +75,9 @@ type counters struct {
 	// confirmations not signed with the meter's key; plain telegrams
 	// refused because they named an encrypted meter.
 	garbage, oversized, forged, plainRefused atomic.Int64
-	rejected                                 [len(telegrams.Counts{})]atomic.Int64
+	// Commands of a reference power setting that were no valid value.
+	badCommands atomic.Int64
+	rejected    [len(telegrams.Counts{})]atomic.Int64
 }
 
 // Bridge reads frames, decodes them and publishes Home Assistant discovery,
@@ -86,6 +94,7 @@ type Bridge struct {
 	skipped  atomic.Int64 // the reading loop's count of bytes in no frame
 	counts   counters
 	book     *replayBook
+	quarters *quarterBook
 	// saveState: how saving the book went (saveBook).
 	saveState struct {
 		failures int
@@ -108,6 +117,9 @@ type Bridge struct {
 	lastWrite  struct{ gen, ping int64 }
 	warnedLost bool
 	holdBack   bool // older telegrams wait: hold this one too
+
+	// A reference power setting changed (quarters.go): save soon.
+	settingChanged atomic.Bool
 
 	// The instance's own device (report.go).
 	selfDirty  atomic.Bool // its discovery must be (re)published
@@ -141,6 +153,11 @@ type meter struct {
 	down      map[p1.OBIS]downStreak // totals.go
 	texts     map[p1.OBIS]string     // the whole text of each message, as last published
 	textsGen  int64                  // the connection they went out on
+	// The reference power (quarters.go): its topics, and the quarter as
+	// of the last telegram (ok: the telegram had an import total).
+	quarterTopics *quarterTopics
+	quarter       quarterView
+	quarterOK     bool
 }
 
 // New checks the options and prepares a Bridge.
@@ -156,6 +173,7 @@ func New(o Options) (*Bridge, error) {
 		announce: make(chan struct{}, 1),
 		streak:   map[telegrams.Reason]int{},
 		book:     newReplayBook(n.o.StateDir),
+		quarters: newQuarterBook(n.o.StateDir, quarter.Settings{ReferenceKW: n.o.ReferencePower, Price: n.o.OverrunPrice}),
 		keyID:    keyIDs(n.o.Keys),
 		logs:     newLogLimiter(10*time.Minute, 20),
 	}
@@ -195,6 +213,7 @@ type Source struct {
 // and disconnects cleanly.
 func (b *Bridge) Run(ctx context.Context, src Source) error {
 	b.book.load(b.log)
+	b.quarters.load(b.log)
 	b.startReport(discovery.ModeBridge)
 	err := b.run(ctx, connectOptions{maxPacket: maxRawPacket}, b, src.Live, func(ctx context.Context) error {
 		var wg sync.WaitGroup
@@ -203,7 +222,7 @@ func (b *Bridge) Run(ctx context.Context, src Source) error {
 		err := b.read(ctx, src)
 		stop()
 		wg.Wait()
-		b.saveBook() // a last time
+		b.saveAll() // a last time
 		return err
 	})
 	b.logStopped()
@@ -371,13 +390,6 @@ func (b *Bridge) rejected(err error, reason telegrams.Reason, from p1.Origin) {
 		b.log.Warn(fmt.Sprintf("%d telegrams in a row rejected: %v", n, err), "reason", reason)
 	}
 }
-
-// connected marks, after every (re)connection, what the broker may have
-// lost for publishing again (part).
-func (b *Bridge) connected(context.Context) { b.markStale() }
-
-// message: bridge mode subscribes to nothing of its own (part).
-func (b *Bridge) message(string, []byte) {}
 
 // homeAssistantOnline sends every discovery again (part).
 func (b *Bridge) homeAssistantOnline(context.Context) { b.markAll() }

@@ -146,8 +146,10 @@ func (b *Bridge) RunDecrypt(ctx context.Context, o SplitOptions) error {
 	d := newDecryptor(b, o)
 	if b.book.file == "" && o.StateDir != "" {
 		b.book = newReplayBook(o.StateDir)
+		b.quarters = newQuarterBook(o.StateDir, b.quarters.defaults)
 	}
 	b.book.load(b.log)
+	b.quarters.load(b.log)
 	b.startReport(discovery.ModeDecrypt)
 	for t, k := range d.keys.byTitle {
 		b.log.Info("confirmations of this meter are signed with", "meter", t.String(), "confirm_key", fmt.Sprintf("%x", []byte(k.pub)))
@@ -163,7 +165,7 @@ func (b *Bridge) RunDecrypt(ctx context.Context, o SplitOptions) error {
 		d.loop(ctx)
 		wg.Wait()
 		d.wg.Wait()
-		b.saveBook() // a last time
+		b.saveAll() // a last time
 		return nil
 	})
 	b.logStopped()
@@ -221,7 +223,11 @@ func (d *decryptor) subscribe(ctx context.Context) {
 }
 
 // message takes what the broker sends for decrypt mode (part).
-func (d *decryptor) message(topic string, payload []byte) { d.take(topic, payload) }
+func (d *decryptor) message(topic string, payload []byte) {
+	if !d.take(topic, payload) {
+		d.b.message(topic, payload)
+	}
+}
 
 // take takes a forwarded frame or a confirmation; it reports whether the
 // message was one.

@@ -30,6 +30,9 @@ func (b *Bridge) handle(ctx context.Context, tg *p1.Telegram, from p1.Origin) bo
 		b.log.Info("reading meter", "meter", id, "header", string(tg.Header))
 		defer b.sw.add(id)() // registered now, started after b.mu is released
 	}
+	if m.quarterTopics == nil {
+		m.quarterTopics = newQuarterTopics(b.o.TopicPrefix, id)
+	}
 	if m.learn(tg) {
 		m.dirty = true
 		b.trigger()
@@ -43,6 +46,7 @@ func (b *Bridge) handle(ctx context.Context, tg *p1.Telegram, from p1.Origin) bo
 		b.lastWrite.gen, b.lastWrite.ping = 0, 0
 		return true // dropped: nothing to send again
 	}
+	m.quarter, m.quarterOK = b.quarters.add(id, tg, now, b.log)
 	ok := b.publishStates(ctx, m, id, tg, !wasOnline, false)
 	b.counts.telegrams.Add(1)
 	if ok && b.o.OnTelegram != nil {
@@ -131,6 +135,9 @@ func (b *Bridge) publishStates(ctx context.Context, m *meter, id string, tg *p1.
 		if topic, attrs := b.textAttributes(m, id, o); attrs != nil {
 			b.packets = appendPublish(b.packets, topic, attrs, true)
 		}
+	}
+	if m.quarterOK && !resend {
+		b.packets, b.stateBuf = appendQuarter(b.packets, b.stateBuf, m.quarterTopics, &m.quarter)
 	}
 	gen, ping, sent, err := b.pub.writeBatch(b.packets)
 	if sent && err == nil {

@@ -21,16 +21,22 @@ import (
 func (b *Bridge) saver(ctx context.Context) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	var due time.Time // the next write may not come before
+	var due time.Time        // the next write may not come before
+	var settingDue time.Time // nor the next one for a setting
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			if now.Before(due) || !b.book.isDirty() {
+			// A setting the household changed is written within
+			// saveRetry, not SaveEvery: it is rare, and worth keeping.
+			soon := b.settingChanged.Load() && !now.Before(settingDue)
+			if (now.Before(due) && !soon) || !b.book.isDirty() && !b.quarters.isDirty() {
 				continue
 			}
-			if b.saveBook() {
+			b.settingChanged.Store(false)
+			settingDue = now.Add(saveRetry)
+			if b.saveAll() {
 				due = now.Add(b.o.SaveEvery)
 			} else {
 				due = now.Add(saveRetry)
@@ -49,6 +55,20 @@ const (
 // saveFailureReminder is how often a state directory that still cannot be
 // written is mentioned again.
 const saveFailureReminder = time.Hour
+
+// saveAll saves the replay book and the quarters; it reports whether
+// both are saved.
+func (b *Bridge) saveAll() bool {
+	ok := b.saveBook()
+	if err := b.quarters.save(); err != nil {
+		if allowed, _ := b.logs.allow("save quarters"); allowed {
+			b.log.Warn("cannot save the quarter-hours and the reference power settings; after a restart they start again from the configuration",
+				"err", err, "hint", "free space or fix permissions in SMARTY_STATE_DIR")
+		}
+		return false
+	}
+	return ok
+}
 
 // saveBook saves the replay book and logs the turns of its fortune; it
 // reports whether the book is saved. Goroutines of the saver and the stop

@@ -105,6 +105,12 @@ type componentJSON struct {
 	EnabledByDefault    *bool    `json:"enabled_by_default,omitempty"`
 	EntityCategory      string   `json:"entity_category,omitempty"`
 	Icon                string   `json:"icon,omitempty"`
+	// A number entity's (the reference power's settings).
+	CommandTopic string   `json:"command_topic,omitempty"`
+	Min          *float64 `json:"min,omitempty"`
+	Max          *float64 `json:"max,omitempty"`
+	Step         *float64 `json:"step,omitempty"`
+	Mode         string   `json:"mode,omitempty"`
 
 	// Entity-style configs carry the device and availability themselves.
 	Device           *deviceJSON        `json:"device,omitempty"`
@@ -136,6 +142,12 @@ func DeviceConfig(d Device, sensors []Sensor, o Options) Message {
 		c.Platform = "sensor"
 		cfg.Components[objectID(s.OBIS)] = c
 	}
+	if hasQuarter(sensors) {
+		ids, cs := quarterComponents(d, o)
+		for i, c := range cs {
+			cfg.Components[ids[i]] = c
+		}
+	}
 	return Message{Topic: o.DiscoveryPrefix + "/device/" + d.ID + "/config", Payload: mustJSON(cfg)}
 }
 
@@ -151,6 +163,18 @@ func EntityConfigs(d Device, sensors []Sensor, o Options) []Message {
 			Topic:   o.DiscoveryPrefix + "/sensor/" + d.ID + "/" + objectID(s.OBIS) + "/config",
 			Payload: mustJSON(c),
 		})
+	}
+	if hasQuarter(sensors) {
+		ids, cs := quarterComponents(d, o)
+		for i, c := range cs {
+			platform := c.Platform
+			c.Platform = ""
+			c.Device, c.Origin = &dev, &org
+			if c.Availability == nil {
+				c.Availability, c.AvailabilityMode = av, "all"
+			}
+			out = append(out, Message{Topic: o.DiscoveryPrefix + "/" + platform + "/" + d.ID + "/" + ids[i] + "/config", Payload: mustJSON(c)})
+		}
 	}
 	return out
 }

@@ -188,7 +188,7 @@ func checkGolden(t *testing.T, payload []byte, golden string) {
 // Assistant knows.
 func checkKeys(t *testing.T, payload []byte) {
 	t.Helper()
-	known := "device origin availability availability_mode components identifiers name manufacturer model serial_number sw_version via_device support_url topic platform unique_id default_entity_id state_topic value_template payload_on payload_off json_attributes_topic options device_class unit_of_measurement state_class suggested_display_precision enabled_by_default entity_category icon"
+	known := "device origin availability availability_mode components identifiers name manufacturer model serial_number sw_version via_device support_url topic platform unique_id default_entity_id state_topic value_template payload_on payload_off json_attributes_topic options device_class unit_of_measurement state_class suggested_display_precision enabled_by_default entity_category icon command_topic min max step mode"
 	var walk func(v any, components bool)
 	walk = func(v any, components bool) {
 		switch x := v.(type) {
@@ -217,8 +217,18 @@ func TestEntityConfigs(t *testing.T) {
 	tg := parse(t, "smarty-2026")
 	ss := Sensors(tg)
 	msgs := EntityConfigs(Device{ID: "SAG1030700012701", Header: string(tg.Header)}, ss, testOptions)
-	if len(msgs) != len(ss) {
-		t.Fatalf("%d messages for %d sensors", len(msgs), len(ss))
+	if len(msgs) != len(ss)+len(quarterEntities) {
+		t.Fatalf("%d messages for %d sensors and %d entities of the reference power", len(msgs), len(ss), len(quarterEntities))
+	}
+	for _, m := range msgs[len(ss):] {
+		var c map[string]any
+		json.Unmarshal(m.Payload, &c)
+		if c["device"] == nil || c["availability"] == nil || c["platform"] != nil {
+			t.Errorf("entity config %s: %s", m.Topic, m.Payload)
+		}
+	}
+	if msgs[len(ss)+len(quarterEntities)-1].Topic != "homeassistant/number/SAG1030700012701/quarter_overrun_price/config" {
+		t.Errorf("the last entity config: %s", msgs[len(msgs)-1].Topic)
 	}
 	var c map[string]any
 	json.Unmarshal(msgs[3].Payload, &c)

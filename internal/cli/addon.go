@@ -25,31 +25,33 @@ import (
 
 // addonOptions are the options of addon/config.yaml.
 type addonOptions struct {
-	Mode            string `json:"mode"`
-	Device          string `json:"device"`
-	TCPAddress      string `json:"tcp_address"`
-	Baud            int    `json:"baud"`
-	Key             string `json:"key"`
-	Keys            string `json:"keys"`
-	KeysFile        string `json:"keys_file"`
-	AuthKey         string `json:"auth_key"`
-	VerifyTag       *bool  `json:"verify_tag"`
-	ShareGroup      string `json:"share_group"`
-	MQTTHost        string `json:"mqtt_host"`
-	MQTTPort        int    `json:"mqtt_port"`
-	MQTTTLS         bool   `json:"mqtt_tls"`
-	MQTTCAFile      string `json:"mqtt_ca_file"`
-	MQTTUsername    string `json:"mqtt_username"`
-	MQTTPassword    string `json:"mqtt_password"`
-	MQTTClientID    string `json:"mqtt_client_id"`
-	TopicPrefix     string `json:"topic_prefix"`
-	DiscoveryPrefix string `json:"discovery_prefix"`
-	Discovery       string `json:"discovery"`
-	MeterTimeout    int    `json:"meter_timeout"`
-	QueueMax        int    `json:"queue_max"`
-	SessionExpiry   int    `json:"session_expiry"`
-	ConfirmKey      string `json:"confirm_key"`
-	LogLevel        string `json:"log_level"`
+	Mode            string  `json:"mode"`
+	Device          string  `json:"device"`
+	TCPAddress      string  `json:"tcp_address"`
+	Baud            int     `json:"baud"`
+	Key             string  `json:"key"`
+	Keys            string  `json:"keys"`
+	KeysFile        string  `json:"keys_file"`
+	AuthKey         string  `json:"auth_key"`
+	VerifyTag       *bool   `json:"verify_tag"`
+	ShareGroup      string  `json:"share_group"`
+	MQTTHost        string  `json:"mqtt_host"`
+	MQTTPort        int     `json:"mqtt_port"`
+	MQTTTLS         bool    `json:"mqtt_tls"`
+	MQTTCAFile      string  `json:"mqtt_ca_file"`
+	MQTTUsername    string  `json:"mqtt_username"`
+	MQTTPassword    string  `json:"mqtt_password"`
+	MQTTClientID    string  `json:"mqtt_client_id"`
+	TopicPrefix     string  `json:"topic_prefix"`
+	DiscoveryPrefix string  `json:"discovery_prefix"`
+	Discovery       string  `json:"discovery"`
+	MeterTimeout    int     `json:"meter_timeout"`
+	QueueMax        int     `json:"queue_max"`
+	SessionExpiry   int     `json:"session_expiry"`
+	ConfirmKey      string  `json:"confirm_key"`
+	LogLevel        string  `json:"log_level"`
+	ReferencePower  float64 `json:"reference_power"`
+	OverrunPrice    float64 `json:"overrun_price"`
 }
 
 // addonVariables maps each option to the variable it sets; the test of
@@ -63,6 +65,7 @@ var addonVariables = map[string]string{
 	"topic_prefix": "SMARTY_TOPIC_PREFIX", "discovery_prefix": "SMARTY_DISCOVERY_PREFIX", "discovery": "SMARTY_DISCOVERY",
 	"meter_timeout": "SMARTY_METER_TIMEOUT", "queue_max": "SMARTY_QUEUE_MAX", "session_expiry": "SMARTY_SESSION_EXPIRY",
 	"log_level": "SMARTY_LOG_LEVEL", "confirm_key": "SMARTY_CONFIRM_KEY",
+	"reference_power": "SMARTY_REFERENCE_POWER", "overrun_price": "SMARTY_OVERRUN_PRICE",
 }
 
 // addonInternal are the variables the add-on sets itself, with no option.
@@ -190,6 +193,12 @@ func addonEnv(o addonOptions, svc *mqttService) (map[string]string, error) {
 		env["SMARTY_SESSION_EXPIRY"] = strconv.Itoa(o.SessionExpiry) + "h"
 	}
 	set("SMARTY_LOG_LEVEL", o.LogLevel)
+	if o.ReferencePower > 0 {
+		env["SMARTY_REFERENCE_POWER"] = strconv.FormatFloat(o.ReferencePower, 'f', -1, 64)
+	}
+	if o.OverrunPrice > 0 {
+		env["SMARTY_OVERRUN_PRICE"] = strconv.FormatFloat(o.OverrunPrice, 'f', -1, 64)
+	}
 	return env, nil
 }
 

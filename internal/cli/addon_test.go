@@ -231,6 +231,8 @@ func TestAddonStartupMapping(t *testing.T) {
 			"SMARTY_MQTT_URL": "mqtts://broker.lan:8883", "SMARTY_MQTT_USERNAME": "me", "SMARTY_MQTT_PASSWORD": "mine",
 		}, 0, ""},
 		{"network dongle", with(`,"tcp_address":"192.0.2.7:2000"`), map[string]string{"SMARTY_DEVICE": "tcp://192.0.2.7:2000"}, 1, ""},
+		{"reference power", with(`,"reference_power":7,"overrun_price":0.1139`), map[string]string{
+			"SMARTY_REFERENCE_POWER": "7", "SMARTY_OVERRUN_PRICE": "0.1139"}, 1, ""},
 		{"decrypt mode, share group", with(`,"mode":"decrypt","device":"","share_group":"lux","session_expiry":48`), map[string]string{
 			"SMARTY_MODE": "decrypt", "SMARTY_SHARE_GROUP": "lux", "SMARTY_SESSION_EXPIRY": "48h"}, 1, ""},
 	}

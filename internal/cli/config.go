@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -162,6 +163,8 @@ type Config struct {
 	DiscoveryPrefix string   `envconfig:"DISCOVERY_PREFIX" default:"homeassistant" desc:"Home Assistant's MQTT discovery prefix"`
 	Discovery       string   `envconfig:"DISCOVERY" default:"device" desc:"device: one discovery message per meter (Home Assistant 2024.11+); entity: one per sensor (older); off: none"`
 	MeterTimeout    duration `envconfig:"METER_TIMEOUT" default:"60s" desc:"mark the meter unavailable when no valid telegram came for this long (60s, 5m, or seconds)"`
+	ReferencePower  float64  `envconfig:"REFERENCE_POWER" default:"0" desc:"your reference power in kW, as on the grid bill (3, 7, 12…): energy above it within a quarter-hour costs more; 0: not set. Home Assistant can change it per meter"`
+	OverrunPrice    float64  `envconfig:"OVERRUN_PRICE" default:"0" desc:"the price in €/kWh of energy above the reference power (from your supplier's bill); 0: not set, no cost sensors"`
 	LogLevel        string   `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
 	StateDir        string   `envconfig:"STATE_DIR" desc:"where the frame counters (replay protection), the forwarder's queue and the client id's suffix live; default /data in the add-on, $STATE_DIRECTORY under systemd, else ~/.local/state/smartybridge (Linux), ~/Library/Application Support/smartybridge (macOS), %LOCALAPPDATA%\\smartybridge (Windows)"`
 	ShareGroup      string   `envconfig:"SHARE_GROUP" desc:"decrypt mode: MQTT 5 shared-subscription group, so that several decryptors split the meters"`
@@ -248,6 +251,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Baud <= 0 {
 		return fmt.Errorf("SMARTY_BAUD=%d: want a positive speed such as 115200", c.Baud)
+	}
+	if c.ReferencePower < 0 || c.ReferencePower > discovery.MaxReferenceKW || math.IsNaN(c.ReferencePower) {
+		return fmt.Errorf("SMARTY_REFERENCE_POWER=%g: want your reference power in kW, from 0 (none) to %g, such as 7", c.ReferencePower, discovery.MaxReferenceKW)
+	}
+	if c.OverrunPrice < 0 || c.OverrunPrice > discovery.MaxPrice || math.IsNaN(c.OverrunPrice) {
+		return fmt.Errorf("SMARTY_OVERRUN_PRICE=%g: want a price in €/kWh from 0 (none) to %g, such as 0.1139", c.OverrunPrice, discovery.MaxPrice)
 	}
 	if time.Duration(c.MeterTimeout) < time.Second {
 		return fmt.Errorf("SMARTY_METER_TIMEOUT=%s: want at least 1s (the meter sends every 10 s)", c.MeterTimeout)
@@ -369,8 +378,11 @@ func describeParseError(pe *envconfig.ParseError) error {
 		return fmt.Errorf("%s=%q: %v", name, pe.Value, want)
 	}
 	wants := "a valid value"
-	if pe.TypeName == "int" {
+	switch pe.TypeName {
+	case "int":
 		wants = "a whole number"
+	case "float64":
+		wants = "a number such as 7 or 0.1139 (a point, not a comma)"
 	}
 	return fmt.Errorf("%s=%q: want %s", name, pe.Value, wants)
 }

@@ -64,7 +64,8 @@ func (e Env) Or(k, def string) string {
 // function), so it fills spec first, defaults included; the values set
 // over the environment are then decoded into their fields the way
 // envconfig decodes them: through the field's envconfig.Decoder, else as
-// a string or a whole number, the only other kinds our settings use.
+// a string, a whole number or a decimal, the only other kinds our
+// settings use.
 func (e Env) Process(spec any) error {
 	err := envconfig.Process(envPrefix, spec)
 	if err == nil {
@@ -114,6 +115,13 @@ func (e Env) override(v reflect.Value) error {
 				return perr
 			}
 			fv.SetInt(n)
+		case reflect.Float64:
+			f, err := strconv.ParseFloat(value, 64)
+			if err != nil {
+				perr.TypeName, perr.Err = "float64", err
+				return perr
+			}
+			fv.SetFloat(f)
 		default:
 			return fmt.Errorf("%s: a setting of kind %s cannot be set over the environment", name, fv.Kind())
 		}

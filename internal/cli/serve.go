@@ -32,6 +32,7 @@ func (c *Config) bridgeOptions(log *slog.Logger) (bridge.Options, error) {
 		MQTT: mq, Keys: c.decryptOptions(),
 		TopicPrefix: c.TopicPrefix, DiscoveryPrefix: c.DiscoveryPrefix, Discovery: discovery.Style(c.Discovery),
 		MeterTimeout: time.Duration(c.MeterTimeout), Version: version, SupportURL: supportURL, Log: log, StateDir: c.StateDir,
+		ReferencePower: c.ReferencePower, OverrunPrice: c.OverrunPrice,
 	}, nil
 }
 
