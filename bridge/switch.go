@@ -98,6 +98,7 @@ func (s *switcher) run(ctx context.Context, node string, p *probe) {
 			{Topic: s.prefix + "/device/" + node + "/config", QoS: 1},
 			{Topic: s.prefix + "/sensor/" + node + "/+/config", QoS: 1},
 			{Topic: s.prefix + "/binary_sensor/" + node + "/+/config", QoS: 1},
+			{Topic: s.prefix + "/number/" + node + "/+/config", QoS: 1}, // the reference power's settings
 		}
 		if err := c.subscribeWith(ctx, subs); err == nil {
 			select {
@@ -143,7 +144,7 @@ func (s *switcher) message(topic string, payload []byte) bool {
 	switch {
 	case len(parts) == 3 && parts[0] == "device":
 		node = parts[1]
-	case len(parts) == 4 && (parts[0] == "sensor" || parts[0] == "binary_sensor"):
+	case len(parts) == 4 && (parts[0] == "sensor" || parts[0] == "binary_sensor" || parts[0] == "number"):
 		node = parts[1]
 	default:
 		return false

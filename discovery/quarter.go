@@ -74,7 +74,7 @@ var quarterEntities = []quarterEntity{
 	{key: SettingReferencePower, platform: "number", name: "Reference power", deviceClass: "power", unit: "kW", icon: "mdi:transmission-tower",
 		setting: true, min: 0, max: MaxReferenceKW, step: 0.1},
 	{key: SettingOverrunPrice, platform: "number", name: "Overrun price", unit: "€/kWh", icon: "mdi:cash",
-		setting: true, min: 0, max: MaxPrice, step: 0.0001},
+		setting: true, min: 0, max: MaxPrice, step: 0.001}, // Home Assistant's smallest step
 }
 
 // hasQuarter reports whether a meter's sensors allow the computation.

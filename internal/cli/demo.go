@@ -36,6 +36,10 @@ func runDemo(ctx context.Context, env Env, stdout, stderr io.Writer) error {
 	if _, set := env.Lookup("SMARTY_MQTT_CLIENT_ID"); !set {
 		defaults["SMARTY_MQTT_CLIENT_ID"] = "smartybridge-demo"
 	}
+	// The simulated household overruns 7 kW twice a day (p1/sim).
+	if _, set := env.Lookup("SMARTY_REFERENCE_POWER"); !set {
+		defaults["SMARTY_REFERENCE_POWER"] = "7"
+	}
 	env = env.With(defaults)
 	cfg, err := loadConfig(env)
 	if err != nil {

@@ -189,7 +189,7 @@ func devicesOf(devs []haDevice, id string) []haDevice {
 func entitiesOf(ents []haEntity, m *haMeter) map[string]haEntity {
 	out := map[string]haEntity{}
 	for _, e := range ents {
-		if e.Platform == "mqtt" && strings.HasPrefix(e.UniqueID, m.id+"_") {
+		if e.Platform == "mqtt" && strings.HasPrefix(e.UniqueID, m.id+"_") && !strings.HasPrefix(e.UniqueID, m.id+"_quarter_") {
 			out[e.UniqueID] = e
 		}
 	}
@@ -448,12 +448,13 @@ func TestHomeAssistant(t *testing.T) {
 
 	// One meter in bridge mode: its device, entities and states.
 	go smarty.feed(ctx)
-	smartyBridge, _ := startBinary(t, bridgeEnv(smarty, "ha-smarty"))
+	smartyBridge, _ := startBinary(t, bridgeEnv(smarty, "ha-smarty", "SMARTY_REFERENCE_POWER", "7", "SMARTY_STATE_DIR", t.TempDir()))
 	waitRegistered(t, ha, smarty)
 	before := checkRegistry(t, ha, smarty, "Sagemcom", "T210-D", false)
 	waitStates(t, ha, smarty, "available", 30*time.Second)
 	checkStates(t, ha, sub, smarty, false)
 	checkBridgeDevice(t, ha, "ha-smarty", smarty, "ok", "on")
+	checkQuarterEntities(t, ha, sub, smarty)
 
 	// Enable the hidden entities (Home Assistant reloads MQTT 30 s later)
 	// so that every state is checked, while the other meters come up.
@@ -686,4 +687,83 @@ func entityIDSet(ents map[string]haEntity) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// checkQuarterEntities: the reference power's entities exist on the
+// meter's device with the classes and units discovery gives them; without
+// a price the cost entities are unavailable, not 0; the number entities
+// are set through Home Assistant's own service call, which reaches the
+// bridge, and the cost entities come up once a price is set.
+func checkQuarterEntities(t *testing.T, ha *testenv.HomeAssistant, sub *testenv.Subscriber, m *haMeter) {
+	t.Helper()
+	msg := discovery.DeviceConfig(discovery.Device{ID: m.id, Header: string(m.tg.Header)}, m.sensors, discovery.Options{TopicPrefix: "smarty"})
+	var cfg struct {
+		Components map[string]struct {
+			Platform        string `json:"platform"`
+			UniqueID        string `json:"unique_id"`
+			DefaultEntityID string `json:"default_entity_id"`
+			DeviceClass     string `json:"device_class"`
+			Unit            string `json:"unit_of_measurement"`
+			StateClass      string `json:"state_class"`
+		} `json:"components"`
+	}
+	if err := json.Unmarshal(msg.Payload, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	registered := map[string]haEntity{}
+	for _, e := range haEntities(ha) {
+		registered[e.UniqueID] = e
+	}
+	ids := map[string]string{}
+	n := 0
+	for key, c := range cfg.Components {
+		if !strings.HasPrefix(key, "quarter_") {
+			continue
+		}
+		n++
+		e, ok := registered[c.UniqueID]
+		if !ok || e.EntityID != c.DefaultEntityID {
+			t.Errorf("%s: registered as %+v, want %s", key, e, c.DefaultEntityID)
+			continue
+		}
+		ids[strings.TrimPrefix(key, "quarter_")] = e.EntityID
+	}
+	if n != 14 {
+		t.Errorf("%d entities of the reference power in discovery, want 14", n)
+	}
+	testenv.WaitFor(t, 30*time.Second, "the reference power's states", func() bool {
+		st := ha.States()
+		return st[ids["energy"]].State != "" && st[ids["energy"]].State != "unknown" && st[ids["cost_today"]].State == "unavailable"
+	})
+	states := ha.States()
+	for key, c := range cfg.Components {
+		key = strings.TrimPrefix(key, "quarter_")
+		st, ok := states[ids[key]]
+		if !ok {
+			continue
+		}
+		attr := func(k string) string { v, _ := st.Attributes[k].(string); return v }
+		if c.Platform == "sensor" && (attr("unit_of_measurement") != c.Unit || attr("device_class") != c.DeviceClass || attr("state_class") != c.StateClass) {
+			t.Errorf("%s: unit %q class %q state class %q, want %q %q %q", ids[key], attr("unit_of_measurement"), attr("device_class"),
+				attr("state_class"), c.Unit, c.DeviceClass, c.StateClass)
+		}
+		wantUnavailable := key == "cost_today" || key == "cost_month" || key == "last_energy" || key == "last_average_power" ||
+			key == "last_overrun" || key == "peak_month" // no price; no quarter finished (the test meter's clock stands still)
+		if (st.State == "unavailable" || st.State == "unknown") != wantUnavailable {
+			t.Errorf("%s is %q", ids[key], st.State)
+		}
+	}
+	if s := states[ids["reference_power"]].State; s != "7.0" && s != "7" {
+		t.Errorf("reference power %q, want 7 (SMARTY_REFERENCE_POWER)", s)
+	}
+	ha.Service("number", "set_value", map[string]any{"entity_id": ids["reference_power"], "value": 12})
+	ha.Service("number", "set_value", map[string]any{"entity_id": ids["overrun_price"], "value": 0.114})
+	sub.WaitValue("smarty/"+m.id+"/reference_power", "12", 15*time.Second)
+	sub.WaitValue("smarty/"+m.id+"/overrun_price", "0.114", 15*time.Second)
+	testenv.WaitFor(t, 30*time.Second, "the settings and costs in Home Assistant", func() bool {
+		st := ha.States()
+		ref, _ := strconv.ParseFloat(st[ids["reference_power"]].State, 64)
+		cost, err := strconv.ParseFloat(st[ids["cost_today"]].State, 64)
+		return ref == 12 && err == nil && cost == 0 && st[ids["overrun_expected"]].State == "off"
+	})
 }
