@@ -199,7 +199,15 @@ func (ha *HomeAssistant) tail(name string, n int) string {
 // Onboard creates the owner through Home Assistant's onboarding API, logs
 // in with the code it returns and makes a long-lived access token, which
 // every later call uses.
-func (ha *HomeAssistant) Onboard() {
+func (ha *HomeAssistant) Onboard() { ha.t.Helper(); ha.onboard(false) }
+
+// OnboardAll onboards as Onboard does, then completes the remaining steps
+// (location, analytics, integrations), so that the frontend shows its
+// pages rather than the onboarding. The location step sets up
+// integrations that reach out to the internet and log their failures.
+func (ha *HomeAssistant) OnboardAll() { ha.t.Helper(); ha.onboard(true) }
+
+func (ha *HomeAssistant) onboard(all bool) {
 	ha.t.Helper()
 	clientID := ha.URL + "/"
 	var user struct {
@@ -222,6 +230,11 @@ func (ha *HomeAssistant) Onboard() {
 		ha.t.Fatalf("auth/token: %v (HTTP %d)", err, resp.StatusCode)
 	}
 	ha.Token = tok.AccessToken
+	if all {
+		ha.post("/api/onboarding/core_config", map[string]any{}, nil)
+		ha.post("/api/onboarding/analytics", map[string]any{}, nil)
+		ha.post("/api/onboarding/integration", map[string]any{"client_id": clientID, "redirect_uri": clientID + "?auth_callback=1"}, nil)
+	}
 	var long string
 	ha.WS(map[string]any{"type": "auth/long_lived_access_token", "client_name": "smartybridge test", "lifespan": 30}, &long)
 	ha.closeWS()
