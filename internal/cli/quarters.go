@@ -105,7 +105,11 @@ func runQuarters(ctx context.Context, args []string, env Env, stdin io.Reader, s
 	if err := out.Flush(); err != nil {
 		return err
 	}
-	summary := fmt.Sprintf("smartybridge: %d complete quarter-hours of %d meters from %d telegrams", quarters, len(trackers), c.decoded)
+	meters := "meters"
+	if len(trackers) == 1 {
+		meters = "meter"
+	}
+	summary := fmt.Sprintf("smartybridge: %d complete quarter-hours of %d %s from %d telegrams", quarters, len(trackers), meters, c.decoded)
 	if *ref > 0 {
 		summary += fmt.Sprintf("; %d above %g kW, %.3f kWh in all", overruns, *ref, overrunKWh)
 	}
