@@ -10,6 +10,7 @@ import (
 
 	"github.com/smartybridge/smartybridge/bridge"
 	"github.com/smartybridge/smartybridge/decrypt"
+	"github.com/smartybridge/smartybridge/internal/quarter"
 	"github.com/smartybridge/smartybridge/p1"
 	"github.com/smartybridge/smartybridge/p1/sim"
 )
@@ -64,7 +65,22 @@ func runDemo(ctx context.Context, env Env, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	opts.OnTelegram = func(meter string, tg *p1.Telegram) { fmt.Fprintln(stdout, summary(meter, tg)) }
+	// The running quarter-hour against the reference power, as Home
+	// Assistant shows it (the bridge keeps its own; this is the demo's).
+	var q quarter.Tracker
+	settings := quarter.Settings{ReferenceKW: cfg.ReferencePower}
+	opts.OnTelegram = func(meter string, tg *p1.Telegram) {
+		line := summary(meter, tg)
+		if r, ok := quarter.ReadingOf(tg, time.Now()); ok {
+			q.Add(r, settings)
+			l, _ := q.Meter.Live()
+			line += fmt.Sprintf("  quarter-hour %.3f kWh, forecast %.2f kW", l.Energy, l.Projected)
+			if settings.ReferenceKW > 0 {
+				line += fmt.Sprintf(" of %g kW, %.2f kW still allowed", settings.ReferenceKW, l.Allowed(settings.ReferenceKW))
+			}
+		}
+		fmt.Fprintln(stdout, line)
+	}
 	opts.StateDir = "" // the simulated meter is new every run: keep its counters in memory
 	b, err := bridge.New(opts)
 	if err != nil {
