@@ -116,6 +116,19 @@ func expectedStates(t *testing.T) map[string]string {
 	return want
 }
 
+// meterTopics counts the topics of the meter's telegram states under
+// prefix: those of the reference power (quarter/…, its settings) aside.
+func meterTopics(sub *testenv.Subscriber, prefix string) int {
+	n := 0
+	for topic := range sub.Topics(prefix) {
+		if !strings.Contains(topic, "/quarter/") && !strings.HasSuffix(topic, "/"+discovery.SettingReferencePower) &&
+			!strings.HasSuffix(topic, "/"+discovery.SettingOverrunPrice) {
+			n++
+		}
+	}
+	return n
+}
+
 // expectedTopics counts the topics under smarty/<meter>/ for smarty-2026:
 // every state, the availability, and each message's attributes.
 func expectedTopics(t *testing.T) int {
