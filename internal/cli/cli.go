@@ -59,6 +59,10 @@ func (e configError) Unwrap() error { return e.err }
 // errNothingDecoded ends a run that saw frames but decoded none: exit 1.
 var errNothingDecoded = errors.New("no telegram decoded")
 
+// takesNoArguments are the commands that take no argument at all.
+var takesNoArguments = map[string]bool{"run": true, "demo": true, "addon": true, "health": true, "confirm-key": true,
+	"version": true, "-version": true, "--version": true, "-v": true}
+
 // Build names a build: the release, and the commit when stamped.
 type Build struct{ Version, Commit string }
 
@@ -98,8 +102,24 @@ func run(ctx context.Context, args []string, env Env, stdin io.Reader, stdout, s
 		fmt.Fprint(stdout, help)
 		return nil
 	}
+	// Commands that take no argument say so, rather than run as if
+	// nothing was wrong (`demo -x`, `run extra`).
+	if takesNoArguments[cmd] && len(args) > 0 {
+		help := "smartybridge -h"
+		if _, ok := commandHelp[cmd]; ok {
+			help = "smartybridge " + cmd + " -h"
+		}
+		return configError{fmt.Errorf("%s takes no arguments, not %q; settings are SMARTY_* variables (smartybridge -h lists them; see %s)", cmd, args[0], help)}
+	}
 	switch cmd {
 	case "-h", "-help", "--help", "help":
+		if len(args) > 0 {
+			if help, ok := commandHelp[args[0]]; ok {
+				fmt.Fprint(stdout, help)
+				return nil
+			}
+			return configError{fmt.Errorf("help %q: no such command; smartybridge -h lists them", args[0])}
+		}
 		return usage(stdout)
 	case "version", "-version", "--version", "-v":
 		fmt.Fprintln(stdout, versionLine())

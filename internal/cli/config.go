@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"net"
 	"net/url"
@@ -24,6 +25,7 @@ import (
 	"github.com/smartybridge/smartybridge/decrypt"
 	"github.com/smartybridge/smartybridge/discovery"
 	"github.com/smartybridge/smartybridge/internal/statefile"
+	"github.com/smartybridge/smartybridge/p1/sim"
 )
 
 // envPrefix prefixes every configuration variable: SMARTY_KEY, SMARTY_MODE…
@@ -47,6 +49,23 @@ func (c KeyConfig) decryptOptions() decrypt.Options {
 	}
 	if c.AuthKey.set {
 		o.AuthKey = c.AuthKey.key
+	}
+	return o
+}
+
+// offlineOptions are the keys of the offline commands (decode, quarters):
+// without a key of its own, the simulated meter's frames open with the
+// demo key (it is public), so that `smartybridge simulate | smartybridge
+// decode` works as written. A meter's own key is never needed for it.
+func (c KeyConfig) offlineOptions() decrypt.Options {
+	o := c.decryptOptions()
+	if _, own := o.Keys[sim.DemoTitle]; !own && o.Key == nil {
+		keys := maps.Clone(o.Keys)
+		if keys == nil {
+			keys = map[decrypt.Title]decrypt.Key{}
+		}
+		keys[sim.DemoTitle] = sim.DemoKey
+		o.Keys = keys
 	}
 	return o
 }
@@ -270,12 +289,32 @@ func (c *Config) Validate() error {
 // brokerURL parses SMARTY_MQTT_URL; it must name a host and a port. Its
 // errors show the URL without a password (url.Parse's own errors quote
 // it whole, so they are not passed on).
+// shownURL is a broker URL as messages may show it: a login is hidden
+// whatever the shape of the URL (mqtt//u:pw@host, u:pw@host:1883…), so
+// that a typo in the scheme cannot put the password in a log.
+func shownURL(s string) string {
+	s = strings.TrimSpace(s)
+	at := strings.LastIndexByte(s, '@')
+	if at < 0 {
+		return s
+	}
+	// What stands before the login: a scheme and its separators, if any.
+	lead := 0
+	for lead < at && (s[lead] >= 'a' && s[lead] <= 'z' || s[lead] >= 'A' && s[lead] <= 'Z') {
+		lead++
+	}
+	for lead < at && (s[lead] == ':' || s[lead] == '/') {
+		lead++
+	}
+	return s[:lead] + "xxxxx@" + s[at+1:]
+}
+
 func (c *Config) brokerURL() (*url.URL, error) {
 	u, err := url.Parse(strings.TrimSpace(c.MQTTURL))
 	if err != nil {
 		return nil, errors.New("SMARTY_MQTT_URL is not a URL: want mqtt://host:1883 or mqtts://host:8883 (a login goes in SMARTY_MQTT_USERNAME and SMARTY_MQTT_PASSWORD, or as mqtt://user:password@host:1883)")
 	}
-	shown := u.Redacted()
+	shown := shownURL(c.MQTTURL)
 	port := ""
 	switch u.Scheme {
 	case "mqtt", "tcp":

@@ -49,6 +49,9 @@ func runDecode(ctx context.Context, args []string, env Env, stdin io.Reader, std
 	if err := fs.Parse(args); err != nil {
 		return configError{fmt.Errorf("decode: %v; see smartybridge decode -h", err)}
 	}
+	if err := flagsFirst("decode", fs.Args()); err != nil {
+		return err
+	}
 	var in io.Reader
 	if *device != "" {
 		if fs.NArg() > 0 {
@@ -89,7 +92,7 @@ func runDecode(ctx context.Context, args []string, env Env, stdin io.Reader, std
 		in = io.TeeReader(in, f)
 	}
 	in = silenceTolerant{ctx, in}
-	rd, err := telegrams.NewReader(in, cfg.decryptOptions())
+	rd, err := telegrams.NewReader(in, cfg.offlineOptions())
 	if err != nil {
 		return err
 	}

@@ -88,7 +88,7 @@ func runDemo(ctx context.Context, env Env, stdout, stderr io.Writer) error {
 	}
 
 	fmt.Fprintf(stdout, "smartybridge demo: a simulated Smarty meter sends an encrypted frame every %s\n", dc.Interval)
-	fmt.Fprintf(stdout, "  broker: %s%s\n", brokerURL, map[bool]string{true: " (embedded)", false: ""}[ownBroker])
+	fmt.Fprintf(stdout, "  broker: %s%s\n", shownURL(brokerURL), map[bool]string{true: " (embedded)", false: ""}[ownBroker])
 	fmt.Fprintf(stdout, "  watch:  mosquitto_sub -h %s -p %s -t '%s/#' -t '%s/#' -v\n", opts.MQTT.URL.Hostname(), opts.MQTT.URL.Port(), cfg.TopicPrefix, cfg.DiscoveryPrefix)
 	fmt.Fprintf(stdout, "  Home Assistant: add the MQTT integration with this broker; the meter appears as a device.\n")
 	fmt.Fprintf(stdout, "  Ctrl-C stops.\n")
@@ -162,6 +162,9 @@ func runSimulate(ctx context.Context, args []string, env Env, stdout io.Writer) 
 	w := stdout
 	if len(args) > 1 {
 		return configError{errors.New("simulate takes at most one path")}
+	}
+	if len(args) == 1 && len(args[0]) > 1 && args[0][0] == '-' {
+		return configError{fmt.Errorf("simulate takes no flags, not %q: only a PATH to write to (smartybridge simulate -h)", args[0])}
 	}
 	if len(args) == 1 {
 		f, err := os.OpenFile(args[0], os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)

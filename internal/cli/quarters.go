@@ -34,6 +34,9 @@ func runQuarters(ctx context.Context, args []string, env Env, stdin io.Reader, s
 	if err := fs.Parse(args); err != nil {
 		return configError{fmt.Errorf("quarters: %v; see smartybridge quarters -h", err)}
 	}
+	if err := flagsFirst("quarters", fs.Args()); err != nil {
+		return err
+	}
 	if *ref < 0 || *ref > 1000 {
 		return configError{fmt.Errorf("quarters: -reference-power %v: want the reference power in kW, such as 7", *ref)}
 	}
@@ -42,7 +45,7 @@ func runQuarters(ctx context.Context, args []string, env Env, stdin io.Reader, s
 		return configError{err}
 	}
 	defer closeAll()
-	rd, err := telegrams.NewReader(silenceTolerant{ctx, in}, cfg.decryptOptions())
+	rd, err := telegrams.NewReader(silenceTolerant{ctx, in}, cfg.offlineOptions())
 	if err != nil {
 		return err
 	}

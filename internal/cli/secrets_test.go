@@ -56,6 +56,12 @@ func TestSecretsNeverPrinted(t *testing.T) {
 		{"auth key with a typo", map[string]string{"SMARTY_KEY": scanKey1, "SMARTY_AUTH_KEY": scanAuthKey[:31] + "?"}, nil},
 		{"password in a bad URL", map[string]string{"SMARTY_MQTT_URL": "mqtt://smarty:" + scanPass + "@broker/smarty"}, nil},
 		{"password in an unparsable URL", map[string]string{"SMARTY_MQTT_URL": "mqtt://smarty:" + scanPass + "@broker:18x3"}, nil},
+		{"password, scheme without //", map[string]string{"SMARTY_MQTT_URL": "mqtt//u:" + scanPass + "@host"}, nil},
+		{"password, scheme with one /", map[string]string{"SMARTY_MQTT_URL": "mqtt:/u:" + scanPass + "@host"}, nil},
+		{"password, scheme and colon", map[string]string{"SMARTY_MQTT_URL": "mqtt:u:" + scanPass + "@host"}, nil},
+		{"password, tls scheme without //", map[string]string{"SMARTY_MQTT_URL": "mqtts//u:" + scanPass + "@host"}, nil},
+		{"password, no scheme", map[string]string{"SMARTY_MQTT_URL": "u:" + scanPass + "@host:1883"}, nil},
+		{"password, unbracketed IPv6", map[string]string{"SMARTY_MQTT_URL": "mqtt://u:" + scanPass + "@[::1"}, nil},
 		{"password and keys with another error", map[string]string{"SMARTY_KEY": scanKey1, "SMARTY_MQTT_PASSWORD": scanPass, "SMARTY_BAUD": "fast"}, nil},
 		{"decode, wrong key", map[string]string{"SMARTY_KEY": scanKey1}, []string{"decode", "testdata/smarty-2018-real.frame"}},
 		{"decode, bad key", map[string]string{"SMARTY_KEY": typo}, []string{"decode", "testdata/smarty-2018-real.frame"}},
@@ -137,4 +143,21 @@ func emptyPasswordFile(t *testing.T) string {
 	p := filepath.Join(t.TempDir(), "passwd")
 	os.WriteFile(p, nil, 0o644)
 	return p
+}
+
+// TestDemoHidesTheLogin: the demo's banner names the broker without its
+// password.
+func TestDemoHidesTheLogin(t *testing.T) {
+	cmd, out, errb := command(map[string]string{"SMARTY_MQTT_URL": "mqtt://u:" + scanPass + "@127.0.0.1:1", "SMARTY_DEMO_INTERVAL": "100ms"}, "demo")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "the banner", func() bool { return strings.Contains(out.String(), "broker:") })
+	stopProcess(t, cmd)
+	if l := leaks(out.String() + errb.String()); len(l) > 0 {
+		t.Errorf("printed %v:\n%s%s", l, out, errb)
+	}
+	if !strings.Contains(out.String(), "mqtt://xxxxx@127.0.0.1:1") {
+		t.Errorf("banner: %s", out)
+	}
 }

@@ -172,3 +172,15 @@ func wrap(text string, width int) []string {
 	}
 	return lines
 }
+
+// flagsFirst rejects a flag among a command's files: Go's flag package
+// stops at the first file, so `decode FILE -raw x` would read a file named
+// -raw. "-" alone is standard input.
+func flagsFirst(cmd string, files []string) error {
+	for _, f := range files {
+		if len(f) > 1 && f[0] == '-' {
+			return configError{fmt.Errorf("%s: %s after a file: flags go before the files (smartybridge %s -h)", cmd, f, cmd)}
+		}
+	}
+	return nil
+}

@@ -56,6 +56,10 @@ type Meter struct {
 	buf      []byte
 }
 
+// DemoTitle is the system title of a meter made with the default
+// options: what `smartybridge simulate` sends under.
+var DemoTitle = New(Options{}).Title()
+
 // New returns a meter whose registers start at plausible values.
 func New(o Options) *Meter {
 	if o.Key == (decrypt.Key{}) {
