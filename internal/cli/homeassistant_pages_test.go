@@ -66,8 +66,6 @@ func TestHomeAssistantPages(t *testing.T) {
 	}()
 	expected := "binary_sensor.smarty_" + "sag1100000000001" + "_overrun_expected"
 	testenv.WaitFor(t, 60*time.Second, "an overrun expected in Home Assistant", func() bool { return ha.States()[expected].State == "on" })
-	// The test's own http settings are no change to confirm.
-	ha.WS(map[string]any{"type": "http/config/promote"}, nil)
 	devs := devicesOf(haDevices(ha), m.ID())
 	if len(devs) != 1 {
 		t.Fatalf("%d devices", len(devs))

@@ -427,6 +427,15 @@ func TestHomeAssistant(t *testing.T) {
 		t.Fatalf("Home Assistant %s runs, %s is pinned: run sudo %s", cfg.Version, pinned, testenv.HomeAssistantSetup)
 	}
 	t.Logf("Home Assistant %s", cfg.Version)
+	// No revert of the http settings scheduled: the harness promoted them
+	// (a test longer than five minutes would lose its server otherwise).
+	var httpCfg struct {
+		RevertAt any `json:"revert_at"`
+	}
+	ha.WS(map[string]any{"type": "http/config"}, &httpCfg)
+	if httpCfg.RevertAt != nil {
+		t.Errorf("Home Assistant reverts its http settings at %v", httpCfg.RevertAt)
+	}
 	ha.AddMQTT(broker.Port)
 
 	ctx, cancel := context.WithCancel(context.Background())

@@ -115,8 +115,16 @@ func (r *Reader) Next() (*Frame, error) {
 // Stats are the scanner's counts so far.
 func (r *Reader) Stats() p1.Stats { return r.sc.Stats() }
 
-// AsFrameError returns the FrameError in err, if any.
+// AsFrameError returns the FrameError in err, if any. Next returns one
+// unwrapped, which is checked first: errors.As would allocate on every
+// call, that is on every frame.
 func AsFrameError(err error) (*FrameError, bool) {
+	if err == nil {
+		return nil, false
+	}
+	if fe, ok := err.(*FrameError); ok {
+		return fe, true
+	}
 	var fe *FrameError
 	ok := errors.As(err, &fe)
 	return fe, ok

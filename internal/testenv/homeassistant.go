@@ -239,6 +239,13 @@ func (ha *HomeAssistant) onboard(all bool) {
 	ha.WS(map[string]any{"type": "auth/long_lived_access_token", "client_name": "smartybridge test", "lifespan": 30}, &long)
 	ha.closeWS()
 	ha.Token = long
+	// Home Assistant 2026.11 takes the http: block of configuration.yaml
+	// as a trial and goes back to its defaults (port 8123) after five
+	// minutes unless it is promoted (components/http/config.py): a longer
+	// test would lose its server.
+	if err := ha.TryWS(map[string]any{"type": "http/config/promote"}, nil); err != nil {
+		ha.t.Logf("http/config/promote: %v (no trial to promote)", err)
+	}
 	ha.WaitRunning()
 }
 
