@@ -104,12 +104,13 @@ type Bridge struct {
 	logs  *logLimiter
 
 	// Reading goroutine only.
-	streak   map[telegrams.Reason]int
-	lastRaw  []byte
-	lastID   string
-	stateBuf []byte
-	packets  []byte // QoS 0 packets of one telegram
-	pending  []int  // objects of one telegram to publish
+	streak    map[telegrams.Reason]int
+	decodedAt map[[8]byte]time.Time // when frames of a title last decoded; a bound of maxDecodedTitles
+	lastRaw   []byte
+	lastID    string
+	stateBuf  []byte
+	packets   []byte // QoS 0 packets of one telegram
+	pending   []int  // objects of one telegram to publish
 	// Telegrams the broker has not confirmed (hold.go); lastWrite names
 	// the PINGREQ that closed the last batch (0: none written).
 	held       holdRing
@@ -169,13 +170,14 @@ func New(o Options) (*Bridge, error) {
 	}
 	b := &Bridge{
 		node: n, dec: dec,
-		meters:   map[string]*meter{},
-		announce: make(chan struct{}, 1),
-		streak:   map[telegrams.Reason]int{},
-		book:     newReplayBook(n.o.StateDir),
-		quarters: newQuarterBook(n.o.StateDir, quarter.Settings{ReferenceKW: n.o.ReferencePower, Price: n.o.OverrunPrice}),
-		keyID:    keyIDs(n.o.Keys),
-		logs:     newLogLimiter(10*time.Minute, 20),
+		meters:    map[string]*meter{},
+		announce:  make(chan struct{}, 1),
+		streak:    map[telegrams.Reason]int{},
+		decodedAt: map[[8]byte]time.Time{},
+		book:      newReplayBook(n.o.StateDir),
+		quarters:  newQuarterBook(n.o.StateDir, quarter.Settings{ReferenceKW: n.o.ReferencePower, Price: n.o.OverrunPrice}),
+		keyID:     keyIDs(n.o.Keys),
+		logs:      newLogLimiter(10*time.Minute, 20),
 	}
 	b.sw.trigger = b.trigger
 	return b, nil
@@ -283,6 +285,10 @@ func (b *Bridge) read(ctx context.Context, src io.Reader) error {
 		}
 		tg, from := f.Telegram, f.Origin
 		if from.Encrypted {
+			if _, ok := b.decodedAt[from.SystemTitle]; !ok && len(b.decodedAt) >= maxDecodedTitles {
+				clear(b.decodedAt)
+			}
+			b.decodedAt[from.SystemTitle] = time.Now()
 			// Replay protection: a TCP source or a capture can be replayed.
 			title, kid := decrypt.Title(from.SystemTitle).String(), b.keyID(from.SystemTitle)
 			at, _ := tg.Time()
@@ -356,6 +362,10 @@ func (c countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// maxDecodedTitles bounds the titles whose last decoded frame is kept
+// (a port serves one meter; a bus a few).
+const maxDecodedTitles = 64
+
 // countReject counts a rejected frame under its reason.
 func (b *Bridge) countReject(r telegrams.Reason) {
 	if r != telegrams.NotAFrame {
@@ -371,8 +381,12 @@ func (b *Bridge) rejected(err error, reason telegrams.Reason, from p1.Origin) {
 	}
 	b.countReject(reason)
 	b.lastReason.Store(uint32(reason))
-	last := b.lastValid.Load()
-	b.noteReject(err, reason, from.SystemTitle, last != 0 && time.Since(time.Unix(0, last)) < problemWindow(b.o.MeterTimeout))
+	// Damage on the line only where this meter's frames decoded a moment
+	// ago: a frame of another title (another meter, a forgery) that fails
+	// is not line noise.
+	ok, seen := b.decodedAt[from.SystemTitle]
+	keyWorked := seen && time.Since(ok) < problemWindow(b.o.MeterTimeout)
+	b.noteReject(err, reason, from.SystemTitle, keyWorked)
 	b.streak[reason]++
 	n := b.streak[reason]
 	if n != 1 && n != 10 && n != 100 && n%1000 != 0 {
@@ -382,8 +396,10 @@ func (b *Bridge) rejected(err error, reason telegrams.Reason, from p1.Origin) {
 	switch {
 	case errors.Is(err, decrypt.ErrAuthKey):
 		b.log.Warn(fmt.Sprintf("authentication failed on %d frames in a row, but the key decrypts them: the key is right and the authentication key differs; set SMARTY_AUTH_KEY, or SMARTY_VERIFY_TAG=false to check the telegram CRC instead", n), "meter", title)
+	case errors.Is(err, decrypt.ErrAuth) && keyWorked:
+		b.log.Warn(fmt.Sprintf("authentication failed on %d frames in a row of a meter whose frames decoded a moment ago: the line damages them; check the cable and its connection", n), "meter", title)
 	case errors.Is(err, decrypt.ErrAuth):
-		b.log.Warn(fmt.Sprintf("authentication failed on %d frames in a row: SMARTY_KEY is not this meter's key (check it against the key the grid operator sent for the meter number printed on the meter), or the line is noisy", n), "meter", title)
+		b.log.Warn(fmt.Sprintf("authentication failed on %d frames in a row: SMARTY_KEY is not this meter's key (check it against the key the grid operator sent for the meter number printed on the meter), or someone sends forged frames", n), "meter", title)
 	case errors.Is(err, decrypt.ErrNoKey):
 		b.log.Warn(fmt.Sprintf("no key for this meter (%d frames): set SMARTY_KEY, or add %s:<key> to SMARTY_KEYS", n, title), "meter", title)
 	default:

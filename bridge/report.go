@@ -79,6 +79,10 @@ type rejection struct {
 	meter     string
 }
 
+// bytesAfterTelegram: bytes this long after the last telegram are bytes
+// of their own (the reporter ticks every second).
+const bytesAfterTelegram = 2 * time.Second
+
 // diagnose names the Problem of an observation, and the meter concerned.
 // A rejection within the window wins (one meter of many can be wrong);
 // then a telegram within it is ok; then bytes within it are no_frames;
@@ -108,7 +112,10 @@ func diagnose(o observation) (discovery.Problem, string) {
 	if o.now.Sub(o.started) < o.window {
 		return discovery.ProblemNoMeter, ""
 	}
-	if recent(o.lastByte) {
+	// Bytes that came after the last telegram, not with it: the reporter
+	// sees bytes arrive at its tick, up to a second after the telegram
+	// they made, and a meter that falls silent is no_data, not no_frames.
+	if recent(o.lastByte) && o.lastByte.After(o.lastValid.Add(bytesAfterTelegram)) {
 		return discovery.ProblemNoFrames, ""
 	}
 	if o.lastValid.IsZero() && o.lastByte.IsZero() && o.mode == discovery.ModeDecrypt {

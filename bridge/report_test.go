@@ -23,6 +23,9 @@ func TestDiagnose(t *testing.T) {
 		{"silent port", observation{now: at(time.Minute)}, discovery.ProblemNoData},
 		{"bytes, no frame", observation{now: at(time.Minute), lastByte: at(59 * time.Second)}, discovery.ProblemNoFrames},
 		{"telegrams", observation{now: at(time.Minute), lastByte: at(59 * time.Second), lastValid: at(58 * time.Second)}, discovery.ProblemOK},
+		// The last telegram's bytes are seen at the reporter's next tick:
+		// a meter falling silent is no_data at once, not no_frames first.
+		{"a meter falls silent", observation{now: at(90*time.Second + 500*time.Millisecond), lastByte: at(61 * time.Second), lastValid: at(60 * time.Second)}, discovery.ProblemNoData},
 		{"telegrams stopped, bytes go on", observation{now: at(2 * time.Minute), lastByte: at(119 * time.Second), lastValid: at(time.Minute)}, discovery.ProblemNoFrames},
 		{"wrong key", observation{now: at(time.Minute), reject: rejection{at: at(59 * time.Second), reason: telegrams.Authentication}}, discovery.ProblemWrongKey},
 		{"authentication key", observation{now: at(time.Minute), reject: rejection{at: at(59 * time.Second), reason: telegrams.Authentication, authKey: true}}, discovery.ProblemAuthKey},

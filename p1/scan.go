@@ -43,12 +43,15 @@ var ErrSilence = errors.New("p1: line silent")
 
 // Stats counts what a Scanner has seen. All counts only grow.
 type Stats struct {
-	Frames    int // frames delivered
-	Skipped   int // bytes that belonged to no delivered frame
-	TooLong   int // headers declaring more than MaxFrameLen
-	Truncated int // frames cut short by the next frame, silence or the end
-	BadCRC    int // plain telegrams whose CRC did not match
-	Rejected  int // frames the consumer handed back with Reject
+	Frames  int // frames delivered
+	Skipped int // bytes that belonged to no frame
+	// RejectedBytes: bytes of rejected frames that were then skipped
+	// (Reject), apart from Skipped.
+	RejectedBytes int
+	TooLong       int // headers declaring more than MaxFrameLen
+	Truncated     int // frames cut short by the next frame, silence or the end
+	BadCRC        int // plain telegrams whose CRC did not match
+	Rejected      int // frames the consumer handed back with Reject
 	// Overlapped: frames the consumer could not check (Overlap), whose
 	// bytes were searched again for frames inside them.
 	Overlapped int
@@ -82,6 +85,9 @@ type Scanner struct {
 	// covered: buf[:covered] belongs to a delivered frame that is being
 	// searched again (Overlap); skipping it is not counted twice.
 	covered int
+	// rejectedTo: buf[:rejectedTo] belongs to a rejected frame; skipping
+	// it counts as RejectedBytes.
+	rejectedTo int
 	// known system titles (Know), a ring of at most maxKnown.
 	known  [maxKnown][8]byte
 	nKnown int
@@ -111,9 +117,13 @@ func (s *Scanner) Err() error { return s.err }
 // not authenticate, or its content is invalid). The next Scan resumes one
 // byte after that frame's start, so a frame that was cut short and swallowed
 // the head of the next one costs only itself.
+//
+// The rejected frame's bytes are counted as RejectedBytes, not as
+// Skipped: Skipped stays the bytes that formed no frame at all.
 func (s *Scanner) Reject() {
 	if s.flen > 0 && !s.again {
 		s.again = true
+		s.rejectedTo = max(s.rejectedTo, s.fstart+s.flen)
 		s.stats.Rejected++
 		s.stats.Frames--
 	}
@@ -160,12 +170,12 @@ func (s *Scanner) Overlap() {
 // skip consumes n bytes that belong to no frame, counting those that were
 // not part of a delivered frame already.
 func (s *Scanner) skip(n int) {
-	counted := n
-	if s.start < s.covered {
-		counted -= min(n, s.covered-s.start)
-	}
-	s.start += n
-	s.stats.Skipped += counted
+	end := s.start + n
+	covered := max(0, min(end, s.covered)-s.start)
+	rejected := max(0, min(end, s.rejectedTo)-s.start-covered)
+	s.start = end
+	s.stats.Skipped += n - covered - rejected
+	s.stats.RejectedBytes += rejected
 	s.checked = 0
 }
 
@@ -206,6 +216,7 @@ func (s *Scanner) Scan() bool {
 func (s *Scanner) fill() {
 	if s.start == s.end {
 		s.covered = max(0, s.covered-s.start)
+		s.rejectedTo = max(0, s.rejectedTo-s.start)
 		s.base += int64(s.start)
 		s.start, s.end = 0, 0
 	}
@@ -215,6 +226,7 @@ func (s *Scanner) fill() {
 		copy(s.buf, s.buf[s.start:s.end])
 		s.end -= s.start
 		s.covered = max(0, s.covered-s.start)
+		s.rejectedTo = max(0, s.rejectedTo-s.start)
 		s.base += int64(s.start)
 		s.start = 0
 	}

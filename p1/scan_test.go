@@ -80,7 +80,7 @@ func TestScannerStreams(t *testing.T) {
 				if len(got) != len(tt.want) {
 					t.Fatalf("got %d frames, want %d", len(got), len(tt.want))
 				}
-				total := st.Skipped
+				total := st.Skipped + st.RejectedBytes
 				for i := range got {
 					if got[i] != string(tt.want[i]) {
 						t.Errorf("frame %d differs", i)
@@ -88,7 +88,7 @@ func TestScannerStreams(t *testing.T) {
 					total += len(got[i])
 				}
 				if total != len(tt.in) {
-					t.Errorf("frames %d + skipped %d bytes != input %d", total-st.Skipped, st.Skipped, len(tt.in))
+					t.Errorf("frames %d + skipped %d + rejected %d bytes != input %d", total-st.Skipped-st.RejectedBytes, st.Skipped, st.RejectedBytes, len(tt.in))
 				}
 			})
 		}
@@ -180,7 +180,7 @@ func TestRejectTwiceCountsOnce(t *testing.T) {
 	for s.Scan() {
 		t.Error("a rejected frame's bytes held another frame")
 	}
-	if st := s.Stats(); st.Rejected != 1 || st.Frames != 0 || st.Skipped != len(f2) {
+	if st := s.Stats(); st.Rejected != 1 || st.Frames != 0 || st.RejectedBytes != len(f2) || st.Skipped != 0 {
 		t.Errorf("stats %+v", st)
 	}
 }

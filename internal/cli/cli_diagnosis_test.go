@@ -1,0 +1,86 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/smartybridge/smartybridge/decrypt"
+	"github.com/smartybridge/smartybridge/internal/testenv"
+)
+
+// TestDiagnosisOfAnotherMeterAndSilence, through the real binary and
+// mosquitto: a meter whose frames decode and, on the same line, frames of
+// another meter that fail authentication make wrong_key for that other
+// meter (they are not line damage of the first: crc_errors before), with a
+// log line that does not blame the cable, and the rejected frames' bytes
+// are not counted as skipped. When the meter then falls silent the Problem
+// goes from ok to no_data without saying no_frames first.
+func TestDiagnosisOfAnotherMeterAndSilence(t *testing.T) {
+	good, _ := os.ReadFile("testdata/smarty-2026.telegram")
+	key, _ := decrypt.ParseKey(testKey)
+	other, _ := decrypt.ParseKey("0123456789ABCDEF0123456789ABCDEF")
+	title := decrypt.Title{'S', 'Y', 'S', 'T', 'E', 'M', 'I', 'D'}
+	stranger := decrypt.Title{'S', 'A', 'G', 1, 2, 3, 4, 5}
+	broker := testenv.Mosquitto(t, "")
+	pty := testenv.Socat(t)
+	sub := testenv.Subscribe(t, broker.URL, "smarty/bridge/#")
+	_, logs := startBinary(t, map[string]string{"SMARTY_DEVICE": pty.Device, "SMARTY_MQTT_URL": broker.URL, "SMARTY_MQTT_CLIENT_ID": "diagnosis",
+		"SMARTY_KEY": testKey, "SMARTY_METER_TIMEOUT": "3s"})
+	diag := func() (d struct {
+		Problem      string
+		BytesSkipped int64 `json:"bytes_skipped"`
+		Auth         int64 `json:"rejected_authentication"`
+	}) {
+		v, _ := sub.Get("smarty/bridge/diagnosis/diagnostics")
+		_ = json.Unmarshal([]byte(v), &d)
+		return d
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for c := uint32(100); ctx.Err() == nil; c++ {
+			pty.Write(decrypt.Seal(nil, key, decrypt.DefaultAuthKey, title, c, good))
+			if c%2 == 0 {
+				pty.Write(decrypt.Seal(nil, other, decrypt.DefaultAuthKey, stranger, c, good))
+			}
+			time.Sleep(300 * time.Millisecond)
+		}
+	}()
+	testenv.WaitFor(t, 20*time.Second, "wrong_key", func() bool { return diag().Problem == "wrong_key" })
+	v, _ := sub.Get("smarty/bridge/diagnosis/problem")
+	if !strings.Contains(v, stranger.String()) {
+		t.Errorf("the Problem names %s, want the other meter %s", v, stranger)
+	}
+	if d := diag(); d.BytesSkipped != 0 || d.Auth == 0 {
+		t.Errorf("diagnostics %+v: the rejected frames' bytes counted as skipped", d)
+	}
+	if strings.Contains(logs.String(), "line damages") || !strings.Contains(logs.String(), "forged frames") {
+		t.Errorf("the log blames the line for another meter's frames:\n%s", logs)
+	}
+
+	// Only the meter, then silence.
+	cancel()
+	<-stopped
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	stopped = make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for c := uint32(10000); ctx.Err() == nil; c++ {
+			pty.Write(decrypt.Seal(nil, key, decrypt.DefaultAuthKey, title, c, good))
+			time.Sleep(300 * time.Millisecond)
+		}
+	}()
+	testenv.WaitFor(t, 20*time.Second, "ok", func() bool { return diag().Problem == "ok" })
+	cancel()
+	<-stopped
+	testenv.WaitFor(t, 20*time.Second, "no_data", func() bool { return diag().Problem == "no_data" })
+	if strings.Contains(logs.String(), "problem: Bytes arrive") {
+		t.Errorf("a meter falling silent was said to send bytes that form no frame:\n%s", logs)
+	}
+}
