@@ -159,6 +159,11 @@ type meter struct {
 	quarterTopics *quarterTopics
 	quarter       quarterView
 	quarterOK     bool
+	// What of the quarter went out last, and on which connection.
+	quarterSent struct {
+		gen     int64
+		version uint64
+	}
 }
 
 // New checks the options and prepares a Bridge.

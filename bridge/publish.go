@@ -137,7 +137,10 @@ func (b *Bridge) publishStates(ctx context.Context, m *meter, id string, tg *p1.
 		}
 	}
 	if m.quarterOK && !resend {
-		b.packets, b.stateBuf = appendQuarter(b.packets, b.stateBuf, m.quarterTopics, &m.quarter)
+		gen := b.connGen.Load()
+		full := m.quarterSent.gen != gen || m.quarterSent.version != m.quarter.version
+		b.packets, b.stateBuf = appendQuarter(b.packets, b.stateBuf, m.quarterTopics, &m.quarter, full)
+		m.quarterSent.gen, m.quarterSent.version = gen, m.quarter.version
 	}
 	gen, ping, sent, err := b.pub.writeBatch(b.packets)
 	if sent && err == nil {

@@ -105,7 +105,7 @@ func BenchmarkQuarterTelegram(bm *testing.B) {
 	bm.ReportAllocs()
 	for bm.Loop() {
 		v, _ := book.add(m.ID(), tgs[i%len(tgs)], at, log)
-		packets, buf = appendQuarter(packets[:0], buf, topics, &v)
+		packets, buf = appendQuarter(packets[:0], buf, topics, &v, i%90 == 0)
 		i++
 	}
 }
