@@ -45,6 +45,7 @@ func safeID(s string) string {
 type bridgeEntity struct {
 	key, name, platform, deviceClass, stateClass, unit, icon string
 	modes                                                    []Mode // modes that have it; nil: all
+	disabled                                                 bool   // created disabled
 }
 
 // reading are the modes that read telegrams.
@@ -61,7 +62,8 @@ var bridgeEntities = []bridgeEntity{
 	{key: "rejected_malformed", name: "Frames rejected: malformed", platform: "sensor", stateClass: "total_increasing", icon: "mdi:alert-decagram", modes: reading},
 	{key: "rejected_replayed", name: "Frames rejected: replayed", platform: "sensor", stateClass: "total_increasing", icon: "mdi:repeat-off", modes: reading},
 	{key: "bytes_skipped", name: "Bytes skipped", platform: "sensor", deviceClass: "data_size", stateClass: "total_increasing", unit: "B", modes: []Mode{ModeBridge, ModeForward}},
-	{key: "last_telegram", name: "Last telegram", platform: "sensor", deviceClass: "timestamp", modes: reading},
+	// Disabled: a new time with every telegram fills the logbook.
+	{key: "last_telegram", name: "Last telegram", platform: "sensor", deviceClass: "timestamp", modes: reading, disabled: true},
 	{key: "frames_queued", name: "Frames queued", platform: "sensor", stateClass: "measurement", icon: "mdi:tray-full", modes: []Mode{ModeForward}},
 	{key: "frames_unconfirmed", name: "Frames unconfirmed", platform: "sensor", stateClass: "measurement", icon: "mdi:tray-alert", modes: []Mode{ModeForward}},
 	{key: "meters_served", name: "Meters served", platform: "sensor", stateClass: "measurement", icon: "mdi:meter-electric", modes: []Mode{ModeDecrypt}},
@@ -101,6 +103,10 @@ func bridgeComponents(b BridgeDevice) []componentJSON {
 			DefaultEntityID: e.platform + "." + slug(id+" "+e.key),
 			DeviceClass:     e.deviceClass, StateClass: e.stateClass, UnitOfMeasurement: e.unit,
 			EntityCategory: "diagnostic", Icon: e.icon,
+		}
+		if e.disabled {
+			f := false
+			c.EnabledByDefault = &f
 		}
 		switch e.key {
 		case "connection":

@@ -27,6 +27,7 @@ type entry struct {
 	stateClass  string
 	visibility  Visibility
 	icon        string
+	shown       display // how Home Assistant shows the raw value; 0: as it is
 }
 
 // Device classes and state classes used here.
@@ -56,6 +57,9 @@ func counter(name, icon string) entry {
 func info(name, icon string, v Visibility) entry {
 	return entry{name: name, visibility: v, icon: icon}
 }
+func control(name, icon string, v Visibility, shown display) entry {
+	return entry{name: name, deviceClass: "enum", visibility: v, icon: icon, shown: shown}
+}
 
 // catalog holds the objects of the Smarty P1 specification (table 3.1) and
 // of DSMR 5 that have a fixed meaning, by OBIS code; M-Bus channels are
@@ -73,8 +77,10 @@ var catalog = func() map[p1.OBIS]entry {
 }()
 
 var catalogByCode = map[string]entry{
-	"1-3:0.2.8":   info("P1 version", "mdi:numeric", HiddenDiagnostic),
-	"0-0:1.0.0":   {name: "Telegram time", deviceClass: "timestamp", visibility: Diagnostic},
+	"1-3:0.2.8": {name: "P1 version", icon: "mdi:numeric", visibility: HiddenDiagnostic, shown: versionDigits},
+	// Disabled: a new time with every telegram, 8,640 logbook entries a
+	// day on the device page.
+	"0-0:1.0.0":   {name: "Telegram time", deviceClass: "timestamp", visibility: HiddenDiagnostic},
 	"0-0:42.0.0":  info("Meter ID", "mdi:identifier", HiddenDiagnostic),
 	"0-0:96.1.1":  info("Equipment ID", "mdi:identifier", HiddenDiagnostic),
 	"1-0:1.8.0":   energy("Energy import", Shown),
@@ -97,9 +103,9 @@ var catalogByCode = map[string]entry{
 	"1-0:10.7.0":  apparentPower("Apparent power export"),
 	"0-0:17.0.0":  {name: "Power limit", deviceClass: "apparent_power", unit: "kVA", visibility: Diagnostic},
 	"1-1:31.4.0":  {name: "Current limit", deviceClass: "current", unit: "A", visibility: HiddenDiagnostic},
-	"0-0:96.3.10": info("Breaker state", "mdi:electric-switch", Diagnostic),
-	"0-1:96.3.10": info("Relay 1 state", "mdi:electric-switch", HiddenDiagnostic),
-	"0-2:96.3.10": info("Relay 2 state", "mdi:electric-switch", HiddenDiagnostic),
+	"0-0:96.3.10": control("Breaker state", "mdi:electric-switch", Diagnostic, disconnectState),
+	"0-1:96.3.10": control("Relay 1 state", "mdi:electric-switch", HiddenDiagnostic, disconnectState),
+	"0-2:96.3.10": control("Relay 2 state", "mdi:electric-switch", HiddenDiagnostic, disconnectState),
 	"0-0:96.14.0": info("Tariff", "mdi:swap-horizontal", Diagnostic),
 	"0-0:96.7.21": counter("Power failures", "mdi:flash-off"),
 	"0-0:96.7.9":  counter("Long power failures", "mdi:flash-off"),
@@ -110,12 +116,12 @@ var catalogByCode = map[string]entry{
 	"1-0:32.36.0": counter("Voltage swells L1", "mdi:trending-up"),
 	"1-0:52.36.0": counter("Voltage swells L2", "mdi:trending-up"),
 	"1-0:72.36.0": counter("Voltage swells L3", "mdi:trending-up"),
-	"0-0:96.13.0": info("Message", "mdi:message-text", Diagnostic),
-	"0-0:96.13.1": info("Message code", "mdi:message-text", HiddenDiagnostic),
-	"0-0:96.13.2": info("Message 2", "mdi:message-text", HiddenDiagnostic),
-	"0-0:96.13.3": info("Message 3", "mdi:message-text", HiddenDiagnostic),
-	"0-0:96.13.4": info("Message 4", "mdi:message-text", HiddenDiagnostic),
-	"0-0:96.13.5": info("Message 5", "mdi:message-text", HiddenDiagnostic),
+	"0-0:96.13.0": {name: "Message", icon: "mdi:message-text", visibility: Diagnostic, shown: message},
+	"0-0:96.13.1": {name: "Message code", icon: "mdi:message-text", visibility: HiddenDiagnostic, shown: message},
+	"0-0:96.13.2": {name: "Message 2", icon: "mdi:message-text", visibility: HiddenDiagnostic, shown: message},
+	"0-0:96.13.3": {name: "Message 3", icon: "mdi:message-text", visibility: HiddenDiagnostic, shown: message},
+	"0-0:96.13.4": {name: "Message 4", icon: "mdi:message-text", visibility: HiddenDiagnostic, shown: message},
+	"0-0:96.13.5": {name: "Message 5", icon: "mdi:message-text", visibility: HiddenDiagnostic, shown: message},
 	"1-0:32.7.0":  {name: "Voltage L1", deviceClass: "voltage", unit: "V", stateClass: measurement, visibility: Hidden},
 	"1-0:52.7.0":  {name: "Voltage L2", deviceClass: "voltage", unit: "V", stateClass: measurement, visibility: Hidden},
 	"1-0:72.7.0":  {name: "Voltage L3", deviceClass: "voltage", unit: "V", stateClass: measurement, visibility: Hidden},
@@ -153,7 +159,7 @@ func mbusEntry(code p1.OBIS, deviceType int) (entry, bool) {
 	case code.C == 96 && code.D == 1 && code.E == 0:
 		return info(fmt.Sprintf("M-Bus %d ID", n), "mdi:identifier", HiddenDiagnostic), true
 	case code.C == 24 && code.D == 4 && code.E == 0:
-		return info(fmt.Sprintf("M-Bus %d valve", n), "mdi:valve", HiddenDiagnostic), true
+		return control(fmt.Sprintf("M-Bus %d valve", n), "mdi:valve", HiddenDiagnostic, valveState), true
 	case code.C == 24 && code.D == 2 && (code.E == 1 || code.E == 3), code.C == 24 && code.D == 3 && code.E == 0:
 		// 24.3.0: DSMR 2.2/3 readings, (time)(…)(unit) + (value).
 		switch deviceType {

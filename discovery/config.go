@@ -193,6 +193,9 @@ func component(d Device, s Sensor, o Options) componentJSON {
 	if s.DeviceClass == "" && s.StateClass == "" && s.Unit == "" {
 		c.ValueTemplate = "{{ value | trim }}"
 	}
+	if t := s.shown.template(); t != "" {
+		c.ValueTemplate, c.Options = t, s.shown.states()
+	}
 	if LongText(s.OBIS) {
 		c.JSONAttributesTopic = AttributesTopic(o.TopicPrefix, d.ID, s.OBIS)
 	}

@@ -16,6 +16,7 @@ type Sensor struct {
 	Precision   int    // digits after the point to show; -1: none
 	Visibility  Visibility
 	Icon        string
+	shown       display
 }
 
 // Monotonic reports whether the sensor is a total that must never go down.
@@ -78,7 +79,7 @@ func describe(o *p1.Object, types map[uint8]int) Sensor {
 		e = entry{name: "OBIS " + o.OBIS.String(), visibility: HiddenDiagnostic}
 	}
 	s := Sensor{OBIS: o.OBIS, Name: e.name, DeviceClass: e.deviceClass, Unit: e.unit,
-		StateClass: e.stateClass, Precision: -1, Visibility: e.visibility, Icon: e.icon}
+		StateClass: e.stateClass, Precision: -1, Visibility: e.visibility, Icon: e.icon, shown: e.shown}
 	v := o.Reading()
 	if len(v.Unit) > 0 {
 		s.Unit = normalizeUnit(string(v.Unit))

@@ -295,6 +295,12 @@ func checkStates(t *testing.T, ha *testenv.HomeAssistant, sub *testenv.Subscribe
 		published, _ := sub.Get(discovery.StateTopic("smarty", m.id, s.OBIS))
 		want, ok := m.expected[s.OBIS.String()]
 		switch v, isNum := want.Value.(float64); {
+		case s.Mapped():
+			// A code with named states, a version, a message: shown as
+			// discovery's value template makes it.
+			if w := s.Shown(published); st.State != w {
+				t.Errorf("%s %s: state %q, the bridge published %q: want %q", m.vector, s.OBIS, st.State, published, w)
+			}
 		case ok && isNum:
 			got, err := strconv.ParseFloat(st.State, 64)
 			if err != nil || math.Abs(got-v) > 1e-9*math.Max(1, math.Abs(v)) {
@@ -314,8 +320,8 @@ func checkStates(t *testing.T, ha *testenv.HomeAssistant, sub *testenv.Subscribe
 		default:
 			// A text: Home Assistant shows what the bridge published,
 			// trimmed (an empty text is published as one space).
-			if st.State != strings.TrimSpace(published) {
-				t.Errorf("%s %s: state %q, the bridge published %q", m.vector, s.OBIS, st.State, published)
+			if want := s.Shown(published); st.State != want {
+				t.Errorf("%s %s: state %q, the bridge published %q: want %q", m.vector, s.OBIS, st.State, published, want)
 			}
 		}
 	}
@@ -389,6 +395,7 @@ api:
 websocket_api:
 energy:
 history:
+logbook:
 smartybridge_test:
 `
 
@@ -464,6 +471,7 @@ func TestHomeAssistant(t *testing.T) {
 	checkStates(t, ha, sub, smarty, false)
 	checkBridgeDevice(t, ha, "ha-smarty", smarty, "ok", "on")
 	checkQuarterEntities(t, ha, sub, smarty)
+	checkLogbookQuiet(t, ha)
 
 	// Enable the hidden entities (Home Assistant reloads MQTT 30 s later)
 	// so that every state is checked, while the other meters come up.
@@ -775,4 +783,29 @@ func checkQuarterEntities(t *testing.T, ha *testenv.HomeAssistant, sub *testenv.
 		cost, err := strconv.ParseFloat(st[ids["cost_today"]].State, 64)
 		return ref == 12 && err == nil && cost == 0 && st[ids["overrun_expected"]].State == "off"
 	})
+}
+
+// checkLogbookQuiet: in steady state, a telegram a second, our entities
+// add next to nothing to the logbook (the Activity card of the device
+// pages): Telegram time and Last telegram added one entry per telegram.
+func checkLogbookQuiet(t *testing.T, ha *testenv.HomeAssistant) {
+	t.Helper()
+	start := time.Now().UTC()
+	time.Sleep(25 * time.Second)
+	var events []struct {
+		EntityID string  `json:"entity_id"`
+		State    string  `json:"state"`
+		When     float64 `json:"when"`
+	}
+	ha.WS(map[string]any{"type": "logbook/get_events", "start_time": start.Format(time.RFC3339), "end_time": time.Now().UTC().Format(time.RFC3339)}, &events)
+	var ours []string
+	for _, e := range events {
+		if strings.Contains(e.EntityID, "smarty") && e.When >= float64(start.UnixMilli())/1000 {
+			ours = append(ours, e.EntityID+"="+e.State)
+		}
+	}
+	// A few an hour is the goal: one in 25 s would be 144 an hour.
+	if len(ours) > 0 {
+		t.Errorf("%d logbook entries from our entities in 25 s of steady state: %v", len(ours), ours)
+	}
 }
