@@ -119,6 +119,9 @@ type Bridge struct {
 	warnedLost bool
 	holdBack   bool // older telegrams wait: hold this one too
 
+	// Why the port cannot be opened (Source.OpenError); nil: no port.
+	portError func() error
+
 	// A reference power setting changed (quarters.go): save soon.
 	settingChanged atomic.Bool
 
@@ -205,7 +208,7 @@ func (b *Bridge) Stats() Stats {
 	return s
 }
 
-// Source is what bridge mode reads.
+// Source is what bridge and forward mode read.
 type Source struct {
 	io.Reader
 	// Live: a port (serial or TCP), read at once, broker or not, so that
@@ -213,6 +216,10 @@ type Source struct {
 	// broker is away too. A capture (Live false) waits for the broker a
 	// while, or its telegrams would be read before anything can take them.
 	Live bool
+	// OpenError, if set, says why the port cannot be opened (with what to
+	// do when it is a *port.OpenError; p1/port.Reader.OpenError): the
+	// Problem no_port.
+	OpenError func() error
 }
 
 // Run connects to the broker and publishes what src delivers until ctx is
@@ -221,6 +228,7 @@ type Source struct {
 func (b *Bridge) Run(ctx context.Context, src Source) error {
 	b.book.load(b.log)
 	b.quarters.load(b.log)
+	b.portError = src.OpenError
 	b.startReport(discovery.ModeBridge)
 	err := b.run(ctx, connectOptions{maxPacket: maxRawPacket}, b, src.Live, func(ctx context.Context) error {
 		var wg sync.WaitGroup
@@ -299,6 +307,7 @@ func (b *Bridge) read(ctx context.Context, src io.Reader) error {
 			at, _ := tg.Time()
 			if !b.replayGuard(title, kid, from.FrameCounter, at) {
 				b.counts.rejected[telegrams.Replayed].Add(1)
+				b.noteReject(nil, telegrams.Replayed, from.SystemTitle, false)
 				continue
 			}
 			b.book.commit(title, kid, from.FrameCounter, b.meterID(tg, from), at)

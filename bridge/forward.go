@@ -103,6 +103,7 @@ type Forwarder struct {
 
 	bytesIn    atomic.Int64
 	skipped    atomic.Int64 // the reading loop's count of bytes in no frame
+	portError  func() error
 	lastQueued atomic.Int64 // unix nanoseconds
 }
 
@@ -204,7 +205,8 @@ func (f *Forwarder) describe(seq uint64, frame []byte, now time.Time) *entry {
 }
 
 // Run forwards what src delivers until ctx is done or src ends.
-func (f *Forwarder) Run(ctx context.Context, src io.Reader) error {
+func (f *Forwarder) Run(ctx context.Context, src Source) error {
+	f.portError = src.OpenError
 	f.startReport()
 	err := f.run(ctx, connectOptions{maxPacket: maxConfirmLen + 1024}, f, []func(context.Context){f.sender},
 		func(ctx context.Context) error { return f.read(ctx, src) })

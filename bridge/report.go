@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/smartybridge/smartybridge/discovery"
 	"github.com/smartybridge/smartybridge/internal/telegrams"
+	"github.com/smartybridge/smartybridge/p1/port"
 )
 
 // The bridge's own device in Home Assistant: a Problem sensor that says
@@ -51,6 +54,11 @@ func problemText(p discovery.Problem, mode discovery.Mode) (explanation, fix str
 		return "Frames are forwarded but no decryptor confirms them.", "Start a decryptor (SMARTY_MODE=decrypt) on the same broker and SMARTY_TOPIC_PREFIX, and check the broker's ACL lets it confirm."
 	case discovery.ProblemNoMeter:
 		return "Nothing read from the meter yet.", "Wait for the first telegram (every 10 s); if none comes, this says why."
+	case discovery.ProblemNoPort:
+		return "The meter's port cannot be opened.", "Check SMARTY_DEVICE and that the cable is plugged in."
+	case discovery.ProblemReplayed:
+		return "Frames arrive that were read before: a capture or a TCP stream played again, or the state directory of another installation.",
+			"Nothing is published twice. If it lasts, check that only the meter feeds SMARTY_DEVICE and that SMARTY_STATE_DIR is this installation's own."
 	}
 	return string(p), ""
 }
@@ -63,6 +71,9 @@ type observation struct {
 	lastByte     time.Time // bytes (or, in decrypt mode, raw messages) last arrived
 	lastValid    time.Time // a telegram decoded; forward mode: a frame queued
 	reject       rejection // the latest rejected frame
+	// The meter's port cannot be opened: why, and what to do
+	// (*port.OpenError).
+	portErr error
 	// Forward mode: the oldest frame no decryptor confirmed (zero: none),
 	// and the last confirmation.
 	oldestUnconfirmed, lastConfirmed time.Time
@@ -89,6 +100,9 @@ const bytesAfterTelegram = 2 * time.Second
 // nothing at all is no_meter during the first window and no_data after.
 func diagnose(o observation) (discovery.Problem, string) {
 	recent := func(t time.Time) bool { return !t.IsZero() && o.now.Sub(t) <= o.window }
+	if o.portErr != nil {
+		return discovery.ProblemNoPort, ""
+	}
 	if recent(o.reject.at) {
 		switch {
 		case o.reject.reason == telegrams.Authentication && o.reject.authKey:
@@ -101,6 +115,8 @@ func diagnose(o observation) (discovery.Problem, string) {
 			return discovery.ProblemNoKey, o.reject.meter
 		case o.reject.reason == telegrams.CRC || o.reject.reason == telegrams.Malformed:
 			return discovery.ProblemCRCErrors, o.reject.meter
+		case o.reject.reason == telegrams.Replayed && !recent(o.lastValid):
+			return discovery.ProblemReplayed, o.reject.meter
 		}
 	}
 	if o.mode == discovery.ModeForward && !o.oldestUnconfirmed.IsZero() && o.now.Sub(o.oldestUnconfirmed) > o.window && !recent(o.lastConfirmed) {
@@ -192,6 +208,12 @@ func (r *reporter) tick(ctx context.Context, now time.Time) {
 	r.mu.Unlock()
 
 	explanation, fix := problemText(p, r.mode)
+	if p == discovery.ProblemNoPort && obs.portErr != nil {
+		explanation = "The meter's port cannot be opened: " + obs.portErr.Error() + "."
+		if oe, ok := errors.AsType[*port.OpenError](obs.portErr); ok && oe.Hint != "" {
+			fix = strings.ToUpper(oe.Hint[:1]) + oe.Hint[1:] + "."
+		}
+	}
 	if changed {
 		switch {
 		case p == discovery.ProblemOK && !first:

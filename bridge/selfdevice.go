@@ -31,6 +31,9 @@ func (b *Bridge) startReport(mode discovery.Mode) {
 		if rej := b.lastReject.Load(); rej != nil {
 			obs.reject = *rej
 		}
+		if b.portError != nil {
+			obs.portErr = b.portError()
+		}
 		s := b.Stats()
 		v := diagnostics{
 			telegrams: s.Telegrams, rejected: s.Rejected, lastTelegram: obs.lastValid,
@@ -100,6 +103,9 @@ func (f *Forwarder) startReport() {
 		obs := observation{now: now, started: started, window: window, mode: discovery.ModeForward, lastByte: arrived.see(f.bytesIn.Load(), now)}
 		if ns := f.lastQueued.Load(); ns != 0 {
 			obs.lastValid = time.Unix(0, ns)
+		}
+		if f.portError != nil {
+			obs.portErr = f.portError()
 		}
 		f.mu.Lock()
 		queued, unconfirmed := len(f.entries), f.unconfirmedLocked()

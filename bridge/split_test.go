@@ -109,7 +109,7 @@ func TestSplitMatchesBridge(t *testing.T) {
 	pr, pw := io.Pipe()
 	fdone := make(chan error, 1)
 	ctx, cancel := context.WithCancel(context.Background())
-	go func() { fdone <- fwd.Run(ctx, pr) }()
+	go func() { fdone <- fwd.Run(ctx, Source{Reader: pr}) }()
 	time.Sleep(500 * time.Millisecond) // the decryptor has subscribed
 	pw.Write(in)
 	testenv.WaitFor(t, 10*time.Second, "all frames decoded", func() bool { return dec.Stats().Telegrams == 6 })
@@ -314,7 +314,7 @@ func TestBrokerOutage(t *testing.T) {
 	pr, pw := io.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())
 	fdone := make(chan error, 1)
-	go func() { fdone <- fwd.Run(ctx, pr) }()
+	go func() { fdone <- fwd.Run(ctx, Source{Reader: pr}) }()
 	defer func() {
 		cancel()
 		pw.Close()
@@ -370,7 +370,7 @@ func TestSplitOverTLS(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- fwd.Run(ctx, &slowReader{chunks: [][]byte{in}}) }()
+	go func() { done <- fwd.Run(ctx, Source{Reader: &slowReader{chunks: [][]byte{in}}}) }()
 	testenv.WaitFor(t, 15*time.Second, "frames over TLS", func() bool { return dec.Stats().Telegrams == 5 && fwd.Queued() == 0 })
 	// Check on the broker's plain listener that the states arrived whole.
 	sub := testenv.Subscribe(t, broker.URL, "smarty/SAG1030700012701/#")
@@ -453,7 +453,7 @@ func TestForwarderWithoutDecryptor(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- fwd.Run(ctx, &slowReader{chunks: [][]byte{in}}) }()
+	go func() { done <- fwd.Run(ctx, Source{Reader: &slowReader{chunks: [][]byte{in}}}) }()
 	testenv.WaitFor(t, 10*time.Second, "stuck warning", func() bool {
 		return strings.Contains(logs.String(), "no decryptor has confirmed frames for a while")
 	})

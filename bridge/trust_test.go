@@ -47,7 +47,7 @@ func runForwarder(t *testing.T, o Options, fo ForwardOptions, src *slowReader) (
 	if err != nil {
 		t.Fatal(err)
 	}
-	return f, runInBackground(t, "forwarder", func(ctx context.Context) error { return f.Run(ctx, src) })
+	return f, runInBackground(t, "forwarder", func(ctx context.Context) error { return f.Run(ctx, Source{Reader: src}) })
 }
 
 func (r *slowReader) feed(chunks ...[]byte) {

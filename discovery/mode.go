@@ -42,8 +42,10 @@ const (
 	ProblemCRCErrors   Problem = "crc_errors"   // telegrams fail their CRC: a noisy line
 	ProblemNoDecryptor Problem = "no_decryptor" // forward mode: nothing confirmed
 	ProblemNoMeter     Problem = "no_meter"     // nothing read yet
+	ProblemNoPort      Problem = "no_port"      // the meter's port cannot be opened
+	ProblemReplayed    Problem = "replayed"     // frames that were read before arrive again
 )
 
 // Problems are the Problem states, in the order Home Assistant lists them.
 var Problems = []Problem{ProblemOK, ProblemNoData, ProblemNoFrames, ProblemWrongKey, ProblemAuthKey, ProblemNoKey, ProblemCRCErrors,
-	ProblemNoDecryptor, ProblemNoMeter}
+	ProblemNoDecryptor, ProblemNoMeter, ProblemNoPort, ProblemReplayed}

@@ -84,3 +84,49 @@ func TestDiagnosisOfAnotherMeterAndSilence(t *testing.T) {
 		t.Errorf("a meter falling silent was said to send bytes that form no frame:\n%s", logs)
 	}
 }
+
+// TestProblemNoPortThenReplayed, through the real binary: a device path
+// that does not exist is no_port with the reason and what to do (it was
+// no_data: "ask the grid operator to open the port"); once the device
+// appears the bridge opens it by itself. A stream of frames read before
+// (here: the same frame again and again) is replayed, not no_frames with a
+// cabling fix.
+func TestProblemNoPortThenReplayed(t *testing.T) {
+	good, _ := os.ReadFile("testdata/smarty-2026.telegram")
+	key, _ := decrypt.ParseKey(testKey)
+	title := decrypt.Title{'S', 'Y', 'S', 'T', 'E', 'M', 'I', 'D'}
+	broker := testenv.Mosquitto(t, "")
+	pty := testenv.Socat(t)
+	later := t.TempDir() + "/ttyLater"
+	sub := testenv.Subscribe(t, broker.URL, "smarty/bridge/#")
+	startBinary(t, map[string]string{"SMARTY_DEVICE": later, "SMARTY_MQTT_URL": broker.URL, "SMARTY_MQTT_CLIENT_ID": "noport",
+		"SMARTY_KEY": testKey, "SMARTY_METER_TIMEOUT": "3s"})
+	problem := func() (p string, attrs struct{ Explanation, Fix string }) {
+		v, _ := sub.Get("smarty/bridge/noport/diagnostics")
+		var d struct{ Problem string }
+		_ = json.Unmarshal([]byte(v), &d)
+		a, _ := sub.Get("smarty/bridge/noport/problem")
+		_ = json.Unmarshal([]byte(a), &attrs)
+		return d.Problem, attrs
+	}
+	testenv.WaitFor(t, 20*time.Second, "no_port", func() bool { p, _ := problem(); return p == "no_port" })
+	if _, a := problem(); !strings.Contains(a.Explanation, "no such file") || !strings.Contains(a.Fix, "SMARTY_DEVICE") {
+		t.Errorf("no_port says %+v, want the reason and what to check", a)
+	}
+	if err := os.Symlink(pty.Device, later); err != nil {
+		t.Fatal(err)
+	}
+	frame := decrypt.Seal(nil, key, decrypt.DefaultAuthKey, title, 7, good)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		for ctx.Err() == nil {
+			pty.Write(frame) // the first is new, every later one a repeat
+			time.Sleep(300 * time.Millisecond)
+		}
+	}()
+	testenv.WaitFor(t, 40*time.Second, "replayed", func() bool { p, _ := problem(); return p == "replayed" })
+	if _, a := problem(); !strings.Contains(a.Explanation, "read before") {
+		t.Errorf("replayed says %+v", a)
+	}
+}

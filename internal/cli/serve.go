@@ -87,7 +87,7 @@ func runBridge(ctx context.Context, env Env, stderr io.Writer) error {
 	if err := serveMetrics(ctx, &cfg, b.Metrics, log); err != nil {
 		return err
 	}
-	return b.Run(ctx, bridge.Source{Reader: src, Live: src.Live()})
+	return b.Run(ctx, bridge.Source{Reader: src, Live: src.Live(), OpenError: src.OpenError})
 }
 
 // serveMetrics starts the Prometheus endpoint when SMARTY_METRICS_LISTEN
@@ -129,5 +129,5 @@ func runForward(ctx context.Context, cfg *Config, opts bridge.Options, log *slog
 	if err := serveMetrics(ctx, cfg, f.Metrics, log); err != nil {
 		return err
 	}
-	return f.Run(ctx, src)
+	return f.Run(ctx, bridge.Source{Reader: src, Live: src.Live(), OpenError: src.OpenError})
 }

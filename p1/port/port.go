@@ -79,6 +79,27 @@ type Reader struct {
 	// NoData counts the times the port stayed silent for NoDataWarning
 	// right after opening.
 	noData atomic.Int64
+	// openErr is why the port cannot be opened; nil while it is open (or
+	// before the first attempt).
+	openErr atomic.Pointer[OpenError]
+}
+
+// OpenError is why the port cannot be opened, and what to do.
+type OpenError struct {
+	Err  error
+	Hint string
+}
+
+func (e *OpenError) Error() string { return e.Err.Error() }
+func (e *OpenError) Unwrap() error { return e.Err }
+
+// OpenError says why the port cannot be opened (an *OpenError); nil while
+// it is open. Any goroutine may call it.
+func (r *Reader) OpenError() error {
+	if e := r.openErr.Load(); e != nil {
+		return e
+	}
+	return nil
 }
 
 // Live reports whether the port is a meter's line (serial or TCP), as
@@ -232,6 +253,7 @@ func (r *Reader) current() (io.ReadCloser, error) {
 		if r.kind == filePort {
 			return nil, err
 		}
+		r.openErr.Store(&OpenError{Err: err, Hint: hint(r.kind, err)})
 		if !r.failing {
 			r.failing = true
 			if r.downSince.IsZero() {
@@ -248,6 +270,7 @@ func (r *Reader) current() (io.ReadCloser, error) {
 	} else {
 		r.log.Info("meter port opened", "device", r.o.Device)
 	}
+	r.openErr.Store(nil)
 	r.failing, r.downSince, r.backoff = false, time.Time{}, r.o.MinBackoff
 	r.conn, r.lastData, r.quickEOFs = c, time.Now(), 0
 	r.openedAt, r.gotData = time.Now(), false
