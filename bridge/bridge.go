@@ -45,6 +45,9 @@ type Options struct {
 	OverrunPrice   float64
 	// Log receives the bridge's messages; nil discards them.
 	Log *slog.Logger
+	// Words, if set, rewrites the Problem's explanation and fix as the
+	// user reads them (the add-on names its options for the variables).
+	Words func(string) string
 	// OnTelegram, if set, sees every telegram after its states were
 	// written to the broker connection, in the reading goroutine (the demo
 	// prints a line from it).

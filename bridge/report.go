@@ -147,7 +147,8 @@ type reporter struct {
 	log       *slog.Logger
 	sample    func(now time.Time) (observation, diagnostics)
 	publish   func(ctx context.Context, topic string, payload []byte) bool
-	minPeriod time.Duration // 10 s between publications of unchanged Problem
+	minPeriod time.Duration       // 10 s between publications of unchanged Problem
+	words     func(string) string // Options.Words; nil: as written
 
 	mu      sync.Mutex
 	problem discovery.Problem
@@ -213,6 +214,9 @@ func (r *reporter) tick(ctx context.Context, now time.Time) {
 		if oe, ok := errors.AsType[*port.OpenError](obs.portErr); ok && oe.Hint != "" {
 			fix = strings.ToUpper(oe.Hint[:1]) + oe.Hint[1:] + "."
 		}
+	}
+	if r.words != nil {
+		explanation, fix = r.words(explanation), r.words(fix)
 	}
 	if changed {
 		switch {

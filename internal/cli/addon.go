@@ -209,7 +209,12 @@ func runAddon(ctx context.Context, env Env, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	return runBridge(ctx, env.With(vars), stderr)
+	words := addonVocabulary()
+	err = runBridge(ctx, env.With(vars), stderr, words)
+	if ce, ok := errors.AsType[configError](err); ok {
+		return configError{errors.New(words.Replace(ce.Error()))}
+	}
+	return err
 }
 
 // loadAddonEnv reads the options and asks the Supervisor for the broker.
@@ -239,13 +244,17 @@ func loadAddonEnv(ctx context.Context, env Env, log *slog.Logger) (map[string]st
 			vars[k] = v // set from outside (tests, a custom container)
 		}
 	}
-	names := make([]string, 0, len(vars))
-	for k := range vars {
-		names = append(names, k)
+	// Which options are set, never their values: they hold the key and
+	// the broker password.
+	var raw map[string]any
+	_ = json.Unmarshal(b, &raw) // it parsed above
+	names := make([]string, 0, len(raw))
+	for k, v := range raw {
+		if name, ok := addonOptionNames[k]; ok && v != nil && v != "" {
+			names = append(names, name)
+		}
 	}
 	sort.Strings(names)
-	// Which variables are set, never their values: they hold the key and
-	// the broker password.
-	log.Info("add-on configuration read", "mode", vars["SMARTY_MODE"], "broker", vars["SMARTY_MQTT_URL"], "variables", strings.Join(names, ","))
+	log.Info("add-on configuration read", "mode", vars["SMARTY_MODE"], "broker", vars["SMARTY_MQTT_URL"], "options", strings.Join(names, ", "))
 	return vars, nil
 }

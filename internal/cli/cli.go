@@ -133,7 +133,7 @@ func run(ctx context.Context, args []string, env Env, stdin io.Reader, stdout, s
 	case "simulate":
 		return runSimulate(ctx, args, env, stdout)
 	case "run":
-		return runBridge(ctx, env, stderr)
+		return runBridge(ctx, env, stderr, nil)
 	case "addon":
 		return runAddon(ctx, env, stderr)
 	case "health":

@@ -130,7 +130,7 @@ func TestSecretsNeverPrintedWhileRunning(t *testing.T) {
 		cmd, out, errb := command(map[string]string{"SMARTY_ADDON_OPTIONS": opts, "SMARTY_STATE_DIR": dir}, "addon")
 		cmd.Run()
 		log := out.String() + errb.String()
-		if !strings.Contains(log, "SMARTY_KEY") {
+		if !strings.Contains(log, "“Decryption key”") { // the add-on's option, as its configuration page names it
 			t.Errorf("the bad key was not reported:\n%s", log)
 		}
 		if l := leaks(log); len(l) > 0 {

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/smartybridge/smartybridge/bridge"
@@ -37,15 +38,23 @@ func (c *Config) bridgeOptions(log *slog.Logger) (bridge.Options, error) {
 }
 
 // runBridge is the default command: read the meter's port, publish to MQTT.
-func runBridge(ctx context.Context, env Env, stderr io.Writer) error {
+// words, if set, rewrites what the log and the Problem fixes say (the
+// add-on's option names for the variables).
+func runBridge(ctx context.Context, env Env, stderr io.Writer, words *strings.Replacer) error {
 	cfg, err := loadConfig(env)
 	if err != nil {
 		return err
 	}
 	log := newLogger(stderr, cfg.LogLevel)
+	if words != nil {
+		log = slog.New(wordsHandler{log.Handler(), words})
+	}
 	opts, err := cfg.bridgeOptions(log)
 	if err != nil {
 		return err
+	}
+	if words != nil {
+		opts.Words = words.Replace
 	}
 	if cfg.Mode != discovery.ModeDecrypt && env.Get("GOMAXPROCS") == "" {
 		// One meter, one telegram every 10 s: a single P saves the runtime's
