@@ -32,6 +32,9 @@ type Options struct {
 	NoFrameWarning time.Duration
 	Version        string
 	SupportURL     string
+	// Name is the instance's own device in Home Assistant; "" names it
+	// after the client id.
+	Name string
 	// StateDir keeps the last frame counter of every meter across
 	// restarts (replay protection); "" keeps it in memory only.
 	StateDir string

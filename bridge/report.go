@@ -159,11 +159,11 @@ type reporter struct {
 	payload []byte // the tick's, reused
 }
 
-func newReporter(mode discovery.Mode, clientID, prefix string, log *slog.Logger) *reporter {
+func newReporter(mode discovery.Mode, clientID, name, prefix string, log *slog.Logger) *reporter {
 	base := prefix + "/bridge/" + clientID
 	return &reporter{
 		mode: mode, log: log, minPeriod: 10 * time.Second,
-		device: discovery.BridgeDevice{ClientID: clientID, Mode: mode, StatusTopic: prefix + "/status/" + clientID,
+		device: discovery.BridgeDevice{ClientID: clientID, Name: name, Mode: mode, StatusTopic: prefix + "/status/" + clientID,
 			DiagnosticsTopic: base + "/diagnostics", ProblemTopic: base + "/problem"},
 	}
 }

@@ -19,7 +19,7 @@ func problemWindow(meterTimeout time.Duration) time.Duration {
 
 // startReport prepares the reporter of a Bridge in bridge or decrypt mode.
 func (b *Bridge) startReport(mode discovery.Mode) {
-	r := newReporter(mode, b.o.MQTT.ClientID, b.o.TopicPrefix, b.log)
+	r := newReporter(mode, b.o.MQTT.ClientID, b.o.Name, b.o.TopicPrefix, b.log)
 	r.words = b.o.Words
 	started, window := time.Now(), problemWindow(b.o.MeterTimeout)
 	var arrived changeTime
@@ -97,7 +97,7 @@ func bridgeDiscovery(r *reporter, style discovery.Style, o discovery.Options) []
 
 // startReport prepares the reporter of a Forwarder.
 func (f *Forwarder) startReport() {
-	r := newReporter(discovery.ModeForward, f.o.MQTT.ClientID, f.o.TopicPrefix, f.log)
+	r := newReporter(discovery.ModeForward, f.o.MQTT.ClientID, f.o.Name, f.o.TopicPrefix, f.log)
 	r.words = f.o.Words
 	started, window := time.Now(), problemWindow(f.o.MeterTimeout)
 	var arrived changeTime

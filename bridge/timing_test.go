@@ -93,7 +93,7 @@ func (p *timedPublisher) take(suffix string) []sent {
 func TestReporterTiming(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		pub := &timedPublisher{start: time.Now()}
-		r := newReporter(discovery.ModeBridge, "c", "smarty", slog.New(slog.DiscardHandler))
+		r := newReporter(discovery.ModeBridge, "c", "", "smarty", slog.New(slog.DiscardHandler))
 		var mu sync.Mutex
 		telegramsSoFar, lastValid, reject := int64(0), time.Now(), rejection{}
 		r.sample = func(now time.Time) (observation, diagnostics) {

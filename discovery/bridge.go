@@ -7,8 +7,11 @@ import (
 
 // BridgeDevice is a smartybridge instance as a Home Assistant device.
 type BridgeDevice struct {
-	ClientID string // the MQTT client id, which names the instance
-	Mode     Mode
+	ClientID string // the MQTT client id, which identifies the instance
+	// Name is what Home Assistant shows ("Smarty bridge (raspberrypi)");
+	// "" names it after the client id.
+	Name string
+	Mode Mode
 	// StatusTopic carries "online"/"offline" (the last will);
 	// DiagnosticsTopic the JSON of the diagnostic values; ProblemTopic the
 	// Problem's explanation, fix and meter as JSON attributes.
@@ -83,9 +86,12 @@ func BridgeKeys(mode Mode) []string {
 }
 
 func bridgeDeviceInfo(b BridgeDevice, o Options) deviceJSON {
-	name := b.ClientID
-	if !strings.HasPrefix(name, "smartybridge") {
-		name = "smartybridge " + name
+	name := b.Name
+	if name == "" {
+		name = b.ClientID
+		if !strings.HasPrefix(name, "smartybridge") {
+			name = "smartybridge " + name
+		}
 	}
 	return deviceJSON{Identifiers: []string{BridgeID(b.ClientID)}, Name: name, Manufacturer: "smartybridge",
 		Model: "smartybridge, " + string(b.Mode) + " mode", SWVersion: o.Version}

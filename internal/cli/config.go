@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"bytes"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
@@ -466,10 +468,29 @@ func platformStateDir(goos string, getenv func(string) string, home func() (stri
 	return filepath.Join(os.TempDir(), "smartybridge")
 }
 
+// machineIDFiles hold the machine's id (systemd, D-Bus); a variable for
+// tests.
+var machineIDFiles = []string{"/etc/machine-id", "/var/lib/dbus/machine-id"}
+
+// machineSuffix is six hex digits derived one-way from the machine's id,
+// "" when it has none (a container without one, Windows).
+func machineSuffix() string {
+	for _, f := range machineIDFiles {
+		if b, err := os.ReadFile(f); err == nil && len(strings.TrimSpace(string(b))) >= 16 {
+			sum := sha256.Sum256(append([]byte("smartybridge client id "), bytes.TrimSpace(b)...))
+			return hex.EncodeToString(sum[:3])
+		}
+	}
+	return ""
+}
+
 // defaultClientID names this instance on the broker so that no two
 // collide: forwarder and decryptor on one host differ by mode, two hosts
-// named alike (every Raspberry Pi is "raspberrypi") by a random suffix
-// kept in the state directory (or drawn per run when it is not writable).
+// named alike (every Raspberry Pi is "raspberrypi") by a suffix: the one
+// kept in the state directory, else one derived from the machine's id, so
+// that another state directory on the same machine (a run with sudo, then
+// systemd) is the same instance and adds no second device to Home
+// Assistant; a random one only on a machine without an id.
 func defaultClientID(mode, stateDir string) string {
 	host, _ := os.Hostname()
 	if host == "" {
@@ -482,9 +503,11 @@ func defaultClientID(mode, stateDir string) string {
 	if b, err := os.ReadFile(file); err == nil && isSuffix(strings.TrimSpace(string(b))) {
 		suffix = strings.TrimSpace(string(b))
 	} else {
-		var r [3]byte
-		rand.Read(r[:])
-		suffix = hex.EncodeToString(r[:])
+		if suffix = machineSuffix(); suffix == "" {
+			var r [3]byte
+			rand.Read(r[:])
+			suffix = hex.EncodeToString(r[:])
+		}
 		if os.MkdirAll(stateDir, 0o700) == nil {
 			// Else drawn anew next run: a new client to the broker, and
 			// the old one's retained status stays "offline".

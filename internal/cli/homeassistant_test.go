@@ -680,6 +680,10 @@ func checkBridgeDevice(t *testing.T, ha *testenv.HomeAssistant, client string, m
 	if len(devs) != 1 || devs[0].Manufacturer != "smartybridge" || !strings.Contains(devs[0].Model, "bridge mode") {
 		t.Fatalf("bridge device %s: %+v", ident, devs)
 	}
+	// Named as a person reads it, not after its client id.
+	if !strings.HasPrefix(devs[0].Name, "Smarty bridge (") {
+		t.Errorf("bridge device named %q, want Smarty bridge (host)", devs[0].Name)
+	}
 	if m != nil {
 		md := devicesOf(haDevices(ha), m.id)
 		if len(md) != 1 || md[0].ViaDeviceID == nil || *md[0].ViaDeviceID != devs[0].ID {

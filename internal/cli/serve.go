@@ -2,8 +2,10 @@ package cli
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"runtime"
 	"strings"
 	"time"
@@ -33,7 +35,7 @@ func (c *Config) bridgeOptions(log *slog.Logger) (bridge.Options, error) {
 		MQTT: mq, Keys: c.decryptOptions(),
 		TopicPrefix: c.TopicPrefix, DiscoveryPrefix: c.DiscoveryPrefix, Discovery: discovery.Style(c.Discovery),
 		MeterTimeout: time.Duration(c.MeterTimeout), Version: version, SupportURL: supportURL, Log: log, StateDir: c.StateDir,
-		ReferencePower: c.ReferencePower, OverrunPrice: c.OverrunPrice,
+		ReferencePower: c.ReferencePower, OverrunPrice: c.OverrunPrice, Name: instanceName(c.Mode),
 	}, nil
 }
 
@@ -139,4 +141,16 @@ func runForward(ctx context.Context, cfg *Config, opts bridge.Options, log *slog
 		return err
 	}
 	return f.Run(ctx, bridge.Source{Reader: src, Live: src.Live(), OpenError: src.OpenError})
+}
+
+// instanceName is how Home Assistant names this instance's own device: its
+// job and its host, "Smarty bridge (raspberrypi)"; the client id stays
+// where MQTT needs it.
+func instanceName(mode discovery.Mode) string {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "host"
+	}
+	job := map[discovery.Mode]string{discovery.ModeBridge: "bridge", discovery.ModeForward: "forwarder", discovery.ModeDecrypt: "decryptor"}[mode]
+	return fmt.Sprintf("Smarty %s (%s)", job, host)
 }
