@@ -30,6 +30,17 @@ if [ "$version" != "$addon_version" ] || [ "$version" != "$main_version" ]; then
 	exit 1
 fi
 commit=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+# The add-on's changelog has the release's section; a real release has no
+# "Unreleased" section left, so that DOCS.md never describes features the
+# released version lacks.
+if ! grep -q "^## $version\$" addon/CHANGELOG.md; then
+	echo "release: addon/CHANGELOG.md has no section \"## $version\"" >&2
+	exit 1
+fi
+if ! $dry && grep -q "^## Unreleased" addon/CHANGELOG.md; then
+	echo "release: addon/CHANGELOG.md still has an Unreleased section: rename it to ## $version (RELEASING.md)" >&2
+	exit 1
+fi
 
 if $dry; then
 	out=$(mktemp -d)
