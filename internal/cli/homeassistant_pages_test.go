@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smartybridge/smartybridge/discovery"
 	"github.com/smartybridge/smartybridge/internal/testenv"
 	"github.com/smartybridge/smartybridge/p1/sim"
 )
@@ -93,4 +94,9 @@ func TestHomeAssistantPages(t *testing.T) {
 		t.Logf("%s: %s", name, out)
 	}
 	shoot("meter-device", "/config/devices/device/"+devs[0].ID, 2600)
+	bridges := devicesOf(haDevices(ha), discovery.BridgeID("smartybridge-home"))
+	if len(bridges) != 1 {
+		t.Fatalf("%d bridge devices", len(bridges))
+	}
+	shoot("bridge-device", "/config/devices/device/"+bridges[0].ID, 1600)
 }
