@@ -49,13 +49,19 @@ type bridgeEntity struct {
 	key, name, platform, deviceClass, stateClass, unit, icon string
 	modes                                                    []Mode // modes that have it; nil: all
 	disabled                                                 bool   // created disabled
+	shown                                                    bool   // on the device page, not under diagnostics
 }
 
 // reading are the modes that read telegrams.
 var reading = []Mode{ModeBridge, ModeDecrypt}
 
 var bridgeEntities = []bridgeEntity{
-	{key: "problem", name: "Problem", platform: "sensor", deviceClass: "enum", icon: "mdi:alert-circle-check-outline"},
+	// On the device page, first and in words: the Problem, a status whose
+	// icon changes with it, the diagnosis and what to do.
+	{key: "status", name: "Status", platform: "binary_sensor", deviceClass: "problem", shown: true},
+	{key: "problem", name: "Problem", platform: "sensor", deviceClass: "enum", icon: "mdi:alert-circle-check-outline", shown: true},
+	{key: "explanation", name: "Diagnosis", platform: "sensor", icon: "mdi:stethoscope", shown: true},
+	{key: "fix", name: "What to do", platform: "sensor", icon: "mdi:wrench", shown: true},
 	{key: "connection", name: "MQTT connection", platform: "binary_sensor", deviceClass: "connectivity"},
 	{key: "telegrams", name: "Telegrams decoded", platform: "sensor", stateClass: "total_increasing", icon: "mdi:counter", modes: reading},
 	{key: "frames_forwarded", name: "Frames forwarded", platform: "sensor", stateClass: "total_increasing", icon: "mdi:counter", modes: []Mode{ModeForward}},
@@ -78,7 +84,7 @@ var bridgeEntities = []bridgeEntity{
 func BridgeKeys(mode Mode) []string {
 	var out []string
 	for _, e := range bridgeEntities {
-		if e.platform == "sensor" && e.key != "problem" && (e.modes == nil || slices.Contains(e.modes, mode)) {
+		if e.platform == "sensor" && e.key != "problem" && e.key != "explanation" && e.key != "fix" && (e.modes == nil || slices.Contains(e.modes, mode)) {
 			out = append(out, e.key)
 		}
 	}
@@ -110,6 +116,9 @@ func bridgeComponents(b BridgeDevice) []componentJSON {
 			DeviceClass:     e.deviceClass, StateClass: e.stateClass, UnitOfMeasurement: e.unit,
 			EntityCategory: "diagnostic", Icon: e.icon,
 		}
+		if e.shown {
+			c.EntityCategory = ""
+		}
 		if e.disabled {
 			f := false
 			c.EnabledByDefault = &f
@@ -120,8 +129,19 @@ func bridgeComponents(b BridgeDevice) []componentJSON {
 			// unavailable.
 			c.StateTopic, c.PayloadOn, c.PayloadOff = b.StatusTopic, "online", "offline"
 		case "problem":
-			c.StateTopic, c.ValueTemplate, c.Options = b.DiagnosticsTopic, "{{ value_json.problem }}", problemOptions()
+			c.StateTopic, c.ValueTemplate, c.Options = b.DiagnosticsTopic, problemTemplate(), problemOptions()
 			c.JSONAttributesTopic = b.ProblemTopic
+			c.Availability = []availabilityJSON{{Topic: b.StatusTopic}}
+		case "status":
+			c.StateTopic, c.ValueTemplate = b.DiagnosticsTopic, "{{ 'OFF' if value_json.problem in ['ok', 'no_meter'] else 'ON' }}"
+			c.Availability = []availabilityJSON{{Topic: b.StatusTopic}}
+		case "explanation":
+			// A state holds 255 characters; the whole text stays in the
+			// Problem's attributes.
+			c.StateTopic, c.ValueTemplate = b.ProblemTopic, "{{ value_json.explanation[:255] }}"
+			c.Availability = []availabilityJSON{{Topic: b.StatusTopic}}
+		case "fix":
+			c.StateTopic, c.ValueTemplate = b.ProblemTopic, "{{ (value_json.fix or 'Nothing to do.')[:255] }}"
 			c.Availability = []availabilityJSON{{Topic: b.StatusTopic}}
 		default:
 			// "None" is Home Assistant's word for unknown (no telegram yet).
@@ -159,11 +179,26 @@ func BridgeConfig(b BridgeDevice, style Style, o Options) []Message {
 	return nil
 }
 
-// problemOptions are the Problem states as the enum sensor's options.
+// problemOptions are the Problem states as the enum sensor's options: in
+// words (Label).
 func problemOptions() []string {
 	out := make([]string, len(Problems))
 	for i, p := range Problems {
-		out[i] = string(p)
+		out[i] = p.Label()
 	}
 	return out
+}
+
+// problemTemplate shows the diagnostics' Problem slug in words.
+func problemTemplate() string {
+	var b strings.Builder
+	b.WriteString("{{ {")
+	for i, p := range Problems {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("'" + string(p) + "': '" + p.Label() + "'")
+	}
+	b.WriteString("}.get(value_json.problem, 'None') }}")
+	return b.String()
 }

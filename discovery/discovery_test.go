@@ -283,8 +283,15 @@ func TestBridgeConfigGolden(t *testing.T) {
 			t.Errorf("%s: identifiers %v", mode, dev.Device["identifiers"])
 		}
 		problem := dev.Components["problem"]
-		if problem["device_class"] != "enum" || problem["entity_category"] != "diagnostic" || len(problem["options"].([]any)) != len(Problems) {
+		// In words, on the device page (not under diagnostics), with a
+		// status whose icon changes and the diagnosis and fix as states.
+		if problem["device_class"] != "enum" || problem["entity_category"] != nil || len(problem["options"].([]any)) != len(Problems) ||
+			problem["options"].([]any)[0] != "OK" {
 			t.Errorf("%s: problem sensor %v", mode, problem)
+		}
+		if st := dev.Components["status"]; st["device_class"] != "problem" || st["platform"] != "binary_sensor" || dev.Components["fix"] == nil ||
+			dev.Components["explanation"] == nil {
+			t.Errorf("%s: status %v, fix %v, explanation %v", mode, st, dev.Components["fix"], dev.Components["explanation"])
 		}
 		if c := dev.Components["connection"]; c["availability"] != nil || c["payload_off"] != "offline" {
 			t.Errorf("%s: the connectivity sensor must show off, not unavailable, when the instance is gone: %v", mode, c)

@@ -49,3 +49,21 @@ const (
 // Problems are the Problem states, in the order Home Assistant lists them.
 var Problems = []Problem{ProblemOK, ProblemNoData, ProblemNoFrames, ProblemWrongKey, ProblemAuthKey, ProblemNoKey, ProblemCRCErrors,
 	ProblemNoDecryptor, ProblemNoMeter, ProblemNoPort, ProblemReplayed}
+
+// problemLabels are the Problem states as Home Assistant shows them: words,
+// not slugs (the diagnostics JSON keeps the slugs, for automations and
+// APIs).
+var problemLabels = map[Problem]string{
+	ProblemOK: "OK", ProblemNoData: "No data from the meter", ProblemNoFrames: "No frames in the data",
+	ProblemWrongKey: "Wrong key", ProblemAuthKey: "Wrong authentication key", ProblemNoKey: "No key for a meter",
+	ProblemCRCErrors: "Damaged telegrams", ProblemNoDecryptor: "No decryptor confirms", ProblemNoMeter: "Waiting for the meter",
+	ProblemNoPort: "Port cannot be opened", ProblemReplayed: "Frames repeated",
+}
+
+// Label is the Problem as Home Assistant shows it.
+func (p Problem) Label() string {
+	if l, ok := problemLabels[p]; ok {
+		return l
+	}
+	return string(p)
+}

@@ -674,7 +674,7 @@ func checkBridgeDevice(t *testing.T, ha *testenv.HomeAssistant, client string, m
 	connID := "binary_sensor.smartybridge_" + strings.ReplaceAll(node, "-", "_") + "_connection"
 	testenv.WaitFor(t, 30*time.Second, client+" problem "+problem+", connection "+connection, func() bool {
 		st := ha.States()
-		return st[problemID].State == problem && st[connID].State == connection
+		return st[problemID].State == discovery.Problem(problem).Label() && st[connID].State == connection
 	})
 	devs := devicesOf(haDevices(ha), ident)
 	if len(devs) != 1 || devs[0].Manufacturer != "smartybridge" || !strings.Contains(devs[0].Model, "bridge mode") {
@@ -691,6 +691,15 @@ func checkBridgeDevice(t *testing.T, ha *testenv.HomeAssistant, client string, m
 		}
 	}
 	st := ha.States()[problemID]
+	// Readable on the device page without opening anything: the status
+	// (its icon changes with it), the diagnosis and what to do.
+	base := strings.TrimSuffix(problemID, "_problem")
+	states := ha.States()
+	status, diagnosis, fix := states["binary_sensor."+strings.TrimPrefix(base, "sensor.")+"_status"], states[base+"_explanation"], states[base+"_fix"]
+	if wantOn := problem != "ok" && problem != "no_meter"; problem != "unavailable" && ((status.State == "on") != wantOn ||
+		diagnosis.State == "" || diagnosis.State == "unknown" || fix.State == "" || fix.State == "unknown") {
+		t.Errorf("%s: status %q, diagnosis %q, what to do %q", client, status.State, diagnosis.State, fix.State)
+	}
 	if problem == "ok" {
 		if expl, _ := st.Attributes["explanation"].(string); expl == "" {
 			t.Errorf("%s: no explanation attribute: %v", problemID, st.Attributes)
