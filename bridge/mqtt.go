@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -51,6 +52,7 @@ type conn struct {
 	cm       *autopaho.ConnectionManager
 	log      *slog.Logger
 	url      string
+	host     string // the broker's host name, for hints
 	failures atomic.Int64
 	up       atomic.Bool
 	// takenOver is when the broker last closed the connection because
@@ -94,7 +96,7 @@ func dial(ctx context.Context, o MQTTOptions, co connectOptions, log *slog.Logge
 	if o.URL == nil {
 		return nil, errors.New("no broker URL")
 	}
-	c := &conn{log: log, url: redactURL(o.URL), ping: &pinger{}}
+	c := &conn{log: log, url: redactURL(o.URL), host: o.URL.Hostname(), ping: &pinger{}}
 	if co.keepAlive == 0 {
 		co.keepAlive = 30
 	}
@@ -265,6 +267,12 @@ func (c *conn) connectError(err error) {
 		hint = "the broker's TLS certificate is not valid (expired, not yet valid, or not for a server): renew it, or check this machine's clock"
 	case errors.As(err, new(tls.RecordHeaderError)), errors.Is(err, errTLSHandshake):
 		hint = "the port does not speak TLS (the broker dropped the TLS handshake): use mqtt:// for it, or the broker's TLS port (usually 8883) with mqtts://"
+	case errors.As(err, new(*net.DNSError)) && strings.HasSuffix(strings.TrimSuffix(c.host, "."), ".local"):
+		// Go's own resolver, in the static build, does not speak
+		// multicast DNS; only the C library's does.
+		hint = "this build cannot look up .local names (multicast DNS): use the broker's IP address in SMARTY_MQTT_URL (Home Assistant shows it under Settings → System → Network), or core-mosquitto from an add-on"
+	case errors.As(err, new(*net.DNSError)):
+		hint = "the broker's host name does not resolve: check its spelling in SMARTY_MQTT_URL, or use its IP address"
 	case errors.Is(err, syscall.ECONNREFUSED):
 		hint = "nothing listens there: check the host and port in SMARTY_MQTT_URL and that the broker runs"
 	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET):
