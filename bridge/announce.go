@@ -189,6 +189,39 @@ func (b *Bridge) stop(ctx context.Context) {
 	for _, id := range ids {
 		b.send(ctx, discovery.AvailabilityTopic(b.o.TopicPrefix, id), []byte("offline"), 1)
 	}
+	if b.o.Ephemeral {
+		b.forgetMeters(ctx)
+	}
+}
+
+// forgetMeters deletes what was retained of every meter: its discovery,
+// states, attributes, availability and reference power topics. The
+// reading goroutine has ended: its maps are this goroutine's.
+func (b *Bridge) forgetMeters(ctx context.Context) {
+	b.mu.Lock()
+	meters := make([]*meter, 0, len(b.meters))
+	for _, m := range b.meters {
+		meters = append(meters, m)
+	}
+	b.mu.Unlock()
+	for _, m := range meters {
+		b.forget(ctx, b.discoveryMessages(m), nil)
+		topics := []string{discovery.AvailabilityTopic(b.o.TopicPrefix, m.id)}
+		for code, t := range m.topics {
+			topics = append(topics, t)
+			if discovery.LongText(code) {
+				topics = append(topics, discovery.AttributesTopic(b.o.TopicPrefix, m.id, code))
+			}
+		}
+		if q := m.quarterTopics; q != nil {
+			topics = append(topics, q.energy, q.average, q.allowed, q.expected, q.lastEnergy, q.lastAverage, q.lastOverrun, q.peak,
+				q.peakAttrs, q.overrunToday, q.overrunMonth, q.costToday, q.costMonth, q.hasReference, q.hasPrice, q.reference, q.price)
+		}
+		for _, t := range topics {
+			_ = b.pub.publish(ctx, t, nil, 1, true) // best effort
+		}
+	}
+	b.log.Info("deleted what the demo published", "meters", len(meters))
 }
 
 // logStopped says what the run did.

@@ -35,6 +35,10 @@ type Options struct {
 	// Name is the instance's own device in Home Assistant; "" names it
 	// after the client id.
 	Name string
+	// Ephemeral: at a clean stop, delete everything retained the instance
+	// published (discovery, states, status) instead of saying "offline":
+	// the demo against a real broker leaves no fake meter behind.
+	Ephemeral bool
 	// StateDir keeps the last frame counter of every meter across
 	// restarts (replay protection); "" keeps it in memory only.
 	StateDir string

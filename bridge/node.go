@@ -136,7 +136,12 @@ func (n *node) run(ctx context.Context, co connectOptions, p part, loops []func(
 	defer cancel()
 	if c.up.Load() {
 		p.stop(sctx)
-		if err := n.pub.publish(sctx, n.statusTopic, []byte("offline"), 1, true); err != nil {
+		last := []byte("offline")
+		if n.o.Ephemeral {
+			last = nil // an empty retained message deletes the status
+			n.forget(sctx, n.selfDiscovery(), n.report)
+		}
+		if err := n.pub.publish(sctx, n.statusTopic, last, 1, true); err != nil {
 			n.log.Debug("offline not published; the broker sends the Last Will", "err", err)
 		}
 	}
@@ -193,4 +198,16 @@ func (n *node) discoveryOptions(meter string) discovery.Options {
 		}
 	}
 	return o
+}
+
+// forget deletes retained messages: the discovery msgs (an empty config
+// removes the entities from Home Assistant) and the reporter's topics.
+func (n *node) forget(ctx context.Context, msgs []discovery.Message, r *reporter) {
+	for _, m := range msgs {
+		_ = n.pub.publish(ctx, m.Topic, nil, 1, true) // best effort: the broker is going away with us
+	}
+	if r != nil {
+		_ = n.pub.publish(ctx, r.device.DiagnosticsTopic, nil, 1, true)
+		_ = n.pub.publish(ctx, r.device.ProblemTopic, nil, 1, true)
+	}
 }

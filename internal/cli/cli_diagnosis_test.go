@@ -130,3 +130,31 @@ func TestProblemNoPortThenReplayed(t *testing.T) {
 		t.Errorf("replayed says %+v", a)
 	}
 }
+
+// TestDemoAgainstABrokerLeavesNothing: `demo` pointed at a real broker
+// deletes, at its stop, everything retained it published (the fake meter
+// and the demo's device would stay in Home Assistant).
+func TestDemoAgainstABrokerLeavesNothing(t *testing.T) {
+	broker := testenv.Mosquitto(t, "")
+	sub := testenv.Subscribe(t, broker.URL, "#")
+	cmd, _, _ := command(map[string]string{"SMARTY_MQTT_URL": broker.URL, "SMARTY_DEMO_INTERVAL": "200ms"}, "demo")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sub.WaitValue("smarty/status/smartybridge-demo", "online", 10*time.Second)
+	testenv.WaitFor(t, 10*time.Second, "the demo meter's discovery and states", func() bool {
+		_, state := sub.Get("smarty/SAG1100000000001/1-0:1.8.0")
+		_, config := sub.Get("homeassistant/device/SAG1100000000001/config")
+		return state && config
+	})
+	stopProcess(t, cmd)
+	after := testenv.Subscribe(t, broker.URL, "#")
+	time.Sleep(time.Second) // the broker sends what is retained at once
+	if left := after.Topics(""); len(left) > 0 {
+		names := make([]string, 0, len(left))
+		for topic := range left {
+			names = append(names, topic)
+		}
+		t.Errorf("%d retained topics left after the demo: %v", len(left), names)
+	}
+}

@@ -82,6 +82,9 @@ func runDemo(ctx context.Context, env Env, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout, line)
 	}
 	opts.StateDir = "" // the simulated meter is new every run: keep its counters in memory
+	// Against a broker of the user's, the demo's fake meter and device
+	// go away with it.
+	opts.Ephemeral = !ownBroker
 	b, err := bridge.New(opts)
 	if err != nil {
 		return err
