@@ -13,6 +13,8 @@ import (
 
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/packets"
+
+	"github.com/smartybridge/smartybridge/internal/mdns"
 )
 
 // Sending a telegram's states in one write.
@@ -67,6 +69,25 @@ type lockedConn interface {
 	sync.Locker
 }
 
+// brokerAddress is where to dial the broker: its host and port, or for a
+// .local name that the system cannot resolve (a static build has no
+// multicast DNS) the address multicast DNS gives. TLS still checks the
+// certificate against the name (tls.Config.ServerName).
+func brokerAddress(ctx context.Context, u *url.URL) string {
+	host := u.Hostname()
+	if !mdns.IsLocal(host) {
+		return u.Host
+	}
+	if _, err := net.DefaultResolver.LookupHost(ctx, host); err == nil {
+		return u.Host
+	}
+	ips, err := mdns.Default.Lookup(ctx, host)
+	if err != nil {
+		return u.Host // the dial fails and says why (connectError)
+	}
+	return net.JoinHostPort(ips[0].String(), u.Port())
+}
+
 // dialKeep connects like autopaho would (TCP, or TLS for mqtts/ssl/tls),
 // wraps the connection in paho's own thread-safe connection, and hands it
 // to keep before paho gets it.
@@ -75,18 +96,19 @@ func dialKeep(tlsCfg *tls.Config, keep func(lockedConn)) func(context.Context, a
 		ctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
 		defer cancel()
 		nd := &net.Dialer{Timeout: 10 * time.Second}
+		addr := brokerAddress(ctx, u)
 		var c net.Conn
 		var err error
 		switch u.Scheme {
 		case "mqtts", "ssl", "tls", "tcps", "mqtt+ssl":
 			d := tls.Dialer{NetDialer: nd, Config: tlsCfg}
-			c, err = d.DialContext(ctx, "tcp", u.Host)
+			c, err = d.DialContext(ctx, "tcp", addr)
 			var opErr *net.OpError
 			if err != nil && !(errors.As(err, &opErr) && opErr.Op == "dial") {
 				err = fmt.Errorf("%w: %w", errTLSHandshake, err)
 			}
 		default:
-			c, err = nd.DialContext(ctx, "tcp", u.Host)
+			c, err = nd.DialContext(ctx, "tcp", addr)
 		}
 		if err != nil {
 			return nil, err

@@ -268,9 +268,9 @@ func (c *conn) connectError(err error) {
 	case errors.As(err, new(tls.RecordHeaderError)), errors.Is(err, errTLSHandshake):
 		hint = "the port does not speak TLS (the broker dropped the TLS handshake): use mqtt:// for it, or the broker's TLS port (usually 8883) with mqtts://"
 	case errors.As(err, new(*net.DNSError)) && strings.HasSuffix(strings.TrimSuffix(c.host, "."), ".local"):
-		// Go's own resolver, in the static build, does not speak
-		// multicast DNS; only the C library's does.
-		hint = "this build cannot look up .local names (multicast DNS): use the broker's IP address in SMARTY_MQTT_URL (Home Assistant shows it under Settings → System → Network), or core-mosquitto from an add-on"
+		// Neither the system's resolver nor multicast DNS
+		// (brokerAddress) knew the name.
+		hint = "no answer for this .local name, from DNS nor from multicast DNS: use the broker's IP address in SMARTY_MQTT_URL (Home Assistant shows it under Settings → System → Network), or core-mosquitto from an add-on"
 	case errors.As(err, new(*net.DNSError)):
 		hint = "the broker's host name does not resolve: check its spelling in SMARTY_MQTT_URL, or use its IP address"
 	case errors.Is(err, syscall.ECONNREFUSED):
