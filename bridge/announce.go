@@ -208,10 +208,8 @@ func (b *Bridge) forgetMeters(ctx context.Context) {
 		b.forget(ctx, b.discoveryMessages(m), nil)
 		topics := []string{discovery.AvailabilityTopic(b.o.TopicPrefix, m.id)}
 		for code, t := range m.topics {
-			topics = append(topics, t)
-			if discovery.LongText(code) {
-				topics = append(topics, discovery.AttributesTopic(b.o.TopicPrefix, m.id, code))
-			}
+			// Deleting attributes an object never had costs nothing.
+			topics = append(topics, t, discovery.AttributesTopic(b.o.TopicPrefix, m.id, code))
 		}
 		if q := m.quarterTopics; q != nil {
 			topics = append(topics, q.energy, q.average, q.allowed, q.expected, q.lastEnergy, q.lastAverage, q.lastOverrun, q.peak,

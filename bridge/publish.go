@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"strings"
 	"time"
 
 	"github.com/smartybridge/smartybridge/decrypt"
@@ -158,14 +159,22 @@ func (b *Bridge) publishStates(ctx context.Context, m *meter, id string, tg *p1.
 // textAttributes returns, for a message whose text changed, its attributes
 // topic and {"text": the whole text}; nil otherwise. Reading goroutine.
 func (b *Bridge) textAttributes(m *meter, id string, o *p1.Object) (string, []byte) {
-	if !discovery.LongText(o.OBIS) {
+	more := discovery.MoreValues(o)
+	if !discovery.LongText(o.OBIS) && !more {
 		return "", nil
 	}
 	if gen := b.connGen.Load(); m.textsGen != gen {
 		clear(m.texts) // a new connection: the broker may have lost them
 		m.textsGen = gen
 	}
-	b.stateBuf = AppendFullText(b.stateBuf[:0], o)
+	if more {
+		b.stateBuf = b.stateBuf[:0]
+		for _, v := range o.Values {
+			b.stateBuf = append(append(append(append(b.stateBuf, v.Text...), '*'), v.Unit...), '|')
+		}
+	} else {
+		b.stateBuf = AppendFullText(b.stateBuf[:0], o)
+	}
 	if last, ok := m.texts[o.OBIS]; ok && last == string(b.stateBuf) {
 		return "", nil
 	}
@@ -174,6 +183,14 @@ func (b *Bridge) textAttributes(m *meter, id string, o *p1.Object) (string, []by
 		clear(m.texts) // a bound; a meter has six message objects
 	}
 	m.texts[o.OBIS] = text
+	if more {
+		values := make([]string, len(o.Values))
+		for i, v := range o.Values {
+			values[i] = strings.TrimSpace(string(v.Text) + " " + string(v.Unit))
+		}
+		attrs, _ := json.Marshal(map[string][]string{"values": values})
+		return discovery.AttributesTopic(b.o.TopicPrefix, id, o.OBIS), attrs
+	}
 	attrs, _ := json.Marshal(map[string]string{"text": text})
 	return discovery.AttributesTopic(b.o.TopicPrefix, id, o.OBIS), attrs
 }

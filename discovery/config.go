@@ -53,6 +53,13 @@ const MaxState = 255
 // be longer than MaxState: its whole text goes to AttributesTopic.
 func LongText(code p1.OBIS) bool { return code.C == 96 && code.D == 13 }
 
+// MoreValues reports whether o carries values beyond its reading that
+// would otherwise be lost (the current limit's two, 1-1:31.4.0(040*A)
+// (-040*A)): they go to AttributesTopic as {"values": […]}. Only
+// electricity objects (A = 1): an M-Bus line's values are a capture time
+// and its reading.
+func MoreValues(o *p1.Object) bool { return len(o.Values) > 1 && o.OBIS.A == 1 }
+
 // AttributesTopic is where the whole text of a message is published, as
 // the JSON attributes {"text": …} of its sensor.
 func AttributesTopic(prefix, meter string, code p1.OBIS) string {
@@ -196,7 +203,7 @@ func component(d Device, s Sensor, o Options) componentJSON {
 	if t := s.shown.template(); t != "" {
 		c.ValueTemplate, c.Options = t, s.shown.states()
 	}
-	if LongText(s.OBIS) {
+	if LongText(s.OBIS) || s.moreValues {
 		c.JSONAttributesTopic = AttributesTopic(o.TopicPrefix, d.ID, s.OBIS)
 	}
 	if s.Precision >= 0 && s.DeviceClass != "" {

@@ -17,6 +17,7 @@ type Sensor struct {
 	Visibility  Visibility
 	Icon        string
 	shown       display
+	moreValues  bool // MoreValues: its further values are attributes
 }
 
 // Monotonic reports whether the sensor is a total that must never go down.
@@ -80,6 +81,7 @@ func describe(o *p1.Object, types map[uint8]int) Sensor {
 	}
 	s := Sensor{OBIS: o.OBIS, Name: e.name, DeviceClass: e.deviceClass, Unit: e.unit,
 		StateClass: e.stateClass, Precision: -1, Visibility: e.visibility, Icon: e.icon, shown: e.shown}
+	s.moreValues = MoreValues(o)
 	v := o.Reading()
 	if len(v.Unit) > 0 {
 		s.Unit = normalizeUnit(string(v.Unit))
