@@ -208,7 +208,11 @@ func (f *Forwarder) describe(seq uint64, frame []byte, now time.Time) *entry {
 func (f *Forwarder) Run(ctx context.Context, src Source) error {
 	f.portError = src.OpenError
 	f.startReport()
-	err := f.run(ctx, connectOptions{maxPacket: maxConfirmLen + 1024}, f, []func(context.Context){f.sender},
+	// The largest packet a forwarder takes: a confirmation, or its own
+	// device's discovery config read back when the style changes
+	// (switch.go; the broker drops a larger one, and the config would not
+	// be moved). Confirmations longer than maxConfirmLen are still refused.
+	err := f.run(ctx, connectOptions{maxPacket: max(maxConfirmLen+1024, 16<<10)}, f, []func(context.Context){f.sender},
 		func(ctx context.Context) error { return f.read(ctx, src) })
 	fw, cf, dr := f.Stats()
 	f.log.Info("stopped", "forwarded", fw, "confirmed", cf, "rejected", f.rejected.Load(), "dropped", dr, "queued", f.Queued())

@@ -247,7 +247,14 @@ func TestDefaultClientIDs(t *testing.T) {
 	}
 	dec, _, decErr := command(with(map[string]string{"SMARTY_MODE": "decrypt", "SMARTY_KEY": sim.DemoKeyHex}))
 	fwd, _, fwdErr := command(with(map[string]string{"SMARTY_MODE": "forward", "SMARTY_DEVICE": pty.Device}))
-	other, _, otherErr := command(map[string]string{"SMARTY_MQTT_URL": broker.URL, "SMARTY_STATE_DIR": t.TempDir(), "SMARTY_MODE": "decrypt", "SMARTY_KEY": sim.DemoKeyHex, "SMARTY_SHARE_GROUP": "g"})
+	// Another host named alike: its own state directory, with the suffix
+	// its first run kept there (on one machine a state directory of its
+	// own would otherwise get the machine's suffix: the same instance).
+	otherState := t.TempDir()
+	if err := os.WriteFile(otherState+"/client-id-suffix", []byte("a1b2c3\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	other, _, otherErr := command(map[string]string{"SMARTY_MQTT_URL": broker.URL, "SMARTY_STATE_DIR": otherState, "SMARTY_MODE": "decrypt", "SMARTY_KEY": sim.DemoKeyHex, "SMARTY_SHARE_GROUP": "g"})
 	for _, c := range []*exec.Cmd{dec, fwd, other} {
 		if err := c.Start(); err != nil {
 			t.Fatal(err)
