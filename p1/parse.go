@@ -315,12 +315,17 @@ func (t *Telegram) parseObject(line int, body []byte) int {
 	codeLen := n
 	start := len(t.vals)
 	for n < len(body) && body[n] == '(' {
-		v, end, msg := scanValue(body, n)
+		k := len(t.vals)
+		if k < cap(t.vals) {
+			t.vals = t.vals[:k+1]
+		} else {
+			t.vals = append(t.vals, Value{})
+		}
+		end, msg := scanValueTo(&t.vals[k], body, n)
 		if msg != "" {
 			t.vals = t.vals[:start]
 			return 0
 		}
-		t.vals = append(t.vals, v)
 		n = end + 1
 	}
 	switch {
@@ -335,7 +340,14 @@ func (t *Telegram) parseObject(line int, body []byte) int {
 		t.vals = t.vals[:start]
 		return 0
 	}
-	t.Objects = append(t.Objects, Object{OBIS: code, Code: body[:codeLen], Line: line, Values: t.vals[start:len(t.vals):len(t.vals)]})
+	// Written in place: a composite literal appended is built, then copied.
+	if k := len(t.Objects); k < cap(t.Objects) {
+		t.Objects = t.Objects[:k+1]
+	} else {
+		t.Objects = append(t.Objects, Object{})
+	}
+	o := &t.Objects[len(t.Objects)-1]
+	o.OBIS, o.Code, o.Line, o.Values = code, body[:codeLen], line, t.vals[start:len(t.vals):len(t.vals)]
 	return n
 }
 
@@ -360,28 +372,38 @@ func (t *Telegram) appendValues(l []byte) string {
 // scanValue reads the value whose '(' is at b[open] and returns it with the
 // index of its ')', or what is wrong with it.
 func scanValue(b []byte, open int) (v Value, end int, msg string) {
+	end, msg = scanValueTo(&v, b, open)
+	return v, end, msg
+}
+
+// scanValueTo is scanValue writing into *v, the slot of the telegram's
+// values it goes to (a Value returned and then appended is copied twice).
+// On an error *v is left as it was.
+func scanValueTo(v *Value, b []byte, open int) (end int, msg string) {
 	star := -1
 	for i := open + 1; i < len(b); i++ {
 		switch b[i] {
 		case ')':
 			if star < 0 {
-				return Value{Text: b[open+1 : i]}, i, ""
+				v.Text, v.Unit = b[open+1:i], nil
+				return i, ""
 			}
 			if star == i-1 {
-				return v, i, "empty unit after '*'"
+				return i, "empty unit after '*'"
 			}
-			return Value{Text: b[open+1 : star], Unit: b[star+1 : i]}, i, ""
+			v.Text, v.Unit = b[open+1:star], b[star+1:i]
+			return i, ""
 		case '*':
 			if star < 0 {
 				star = i
 			}
 		case '(':
-			return v, i, "'(' inside a value"
+			return i, "'(' inside a value"
 		case '\n':
-			return v, i, "unclosed '('"
+			return i, "unclosed '('"
 		}
 	}
-	return v, len(b), "unclosed '('"
+	return len(b), "unclosed '('"
 }
 
 // parseOBIS reads A-B:C.D.E at the start of b and returns its length. It
