@@ -361,7 +361,7 @@ func (c *Config) mqttOptions() (bridge.MQTTOptions, error) {
 		o.URL = &bare
 	}
 	if o.ClientID == "" {
-		o.ClientID = defaultClientID(string(c.Mode), c.StateDir)
+		o.ClientID = defaultClientID(string(c.Mode), c.StateDir, c.Device)
 	}
 	if u.Scheme == "mqtts" || u.Scheme == "ssl" || u.Scheme == "tls" {
 		o.TLS = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: u.Hostname()}
@@ -472,13 +472,18 @@ func platformStateDir(goos string, getenv func(string) string, home func() (stri
 // tests.
 var machineIDFiles = []string{"/etc/machine-id", "/var/lib/dbus/machine-id"}
 
-// machineSuffix is six hex digits derived one-way from the machine's id,
-// "" when it has none (a container without one, Windows).
-func machineSuffix() string {
+// machineSuffix is six hex digits derived one-way from the machine's id
+// and the meter's port (two bridges on one machine read two ports), ""
+// when the machine has no id (a container without one, Windows).
+func machineSuffix(device string) string {
 	for _, f := range machineIDFiles {
 		if b, err := os.ReadFile(f); err == nil && len(strings.TrimSpace(string(b))) >= 16 {
-			sum := sha256.Sum256(append([]byte("smartybridge client id "), bytes.TrimSpace(b)...))
-			return hex.EncodeToString(sum[:3])
+			h := sha256.New()
+			h.Write([]byte("smartybridge client id "))
+			h.Write(bytes.TrimSpace(b))
+			h.Write([]byte{0})
+			h.Write([]byte(device))
+			return hex.EncodeToString(h.Sum(nil)[:3])
 		}
 	}
 	return ""
@@ -488,10 +493,11 @@ func machineSuffix() string {
 // collide: forwarder and decryptor on one host differ by mode, two hosts
 // named alike (every Raspberry Pi is "raspberrypi") by a suffix: the one
 // kept in the state directory, else one derived from the machine's id, so
-// that another state directory on the same machine (a run with sudo, then
-// systemd) is the same instance and adds no second device to Home
-// Assistant; a random one only on a machine without an id.
-func defaultClientID(mode, stateDir string) string {
+// that another state directory on the same machine and port (a run with
+// sudo, then systemd) is the same instance and adds no second device to
+// Home Assistant, while a second bridge on another port is another; a
+// random one only on a machine without an id.
+func defaultClientID(mode, stateDir, device string) string {
 	host, _ := os.Hostname()
 	if host == "" {
 		host = "host"
@@ -503,7 +509,7 @@ func defaultClientID(mode, stateDir string) string {
 	if b, err := os.ReadFile(file); err == nil && isSuffix(strings.TrimSpace(string(b))) {
 		suffix = strings.TrimSpace(string(b))
 	} else {
-		if suffix = machineSuffix(); suffix == "" {
+		if suffix = machineSuffix(device); suffix == "" {
 			var r [3]byte
 			rand.Read(r[:])
 			suffix = hex.EncodeToString(r[:])

@@ -18,17 +18,21 @@ func TestClientIDSameMachine(t *testing.T) {
 	saved := machineIDFiles
 	t.Cleanup(func() { machineIDFiles = saved })
 	machineIDFiles = []string{id}
-	a, b := defaultClientID("bridge", t.TempDir()), defaultClientID("bridge", t.TempDir())
+	a, b := defaultClientID("bridge", t.TempDir(), "/dev/ttyUSB0"), defaultClientID("bridge", t.TempDir(), "/dev/ttyUSB0")
 	if a != b {
 		t.Errorf("two state directories, two client ids: %s, %s", a, b)
 	}
-	if f := defaultClientID("forward", t.TempDir()); f == a || f[len(f)-6:] != a[len(a)-6:] {
+	if f := defaultClientID("forward", t.TempDir(), "/dev/ttyUSB0"); f == a || f[len(f)-6:] != a[len(a)-6:] {
 		t.Errorf("forwarder %s, bridge %s: want the mode apart and the same suffix", f, a)
+	}
+	// A second bridge on the same machine, on another port (a second meter), is another instance.
+	if o := defaultClientID("bridge", t.TempDir(), "/dev/ttyUSB1"); o == a {
+		t.Errorf("two ports, one client id: %s", o)
 	}
 	machineIDFiles = []string{filepath.Join(t.TempDir(), "none")}
 	dir := t.TempDir()
-	c, d := defaultClientID("bridge", dir), defaultClientID("bridge", t.TempDir())
-	if c == d || defaultClientID("bridge", dir) != c {
+	c, d := defaultClientID("bridge", dir, "/dev/ttyUSB0"), defaultClientID("bridge", t.TempDir(), "/dev/ttyUSB0")
+	if c == d || defaultClientID("bridge", dir, "/dev/ttyUSB0") != c {
 		t.Errorf("without a machine id: %s, %s; want random, kept per state directory", c, d)
 	}
 }
