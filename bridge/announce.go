@@ -212,8 +212,7 @@ func (b *Bridge) forgetMeters(ctx context.Context) {
 			topics = append(topics, t, discovery.AttributesTopic(b.o.TopicPrefix, m.id, code))
 		}
 		if q := m.quarterTopics; q != nil {
-			topics = append(topics, q.energy, q.average, q.allowed, q.expected, q.lastEnergy, q.lastAverage, q.lastOverrun, q.peak,
-				q.peakAttrs, q.overrunToday, q.overrunMonth, q.costToday, q.costMonth, q.hasReference, q.hasPrice, q.reference, q.price)
+			topics = append(topics, q.all()...)
 		}
 		for _, t := range topics {
 			_ = b.pub.publish(ctx, t, nil, 1, true) // best effort

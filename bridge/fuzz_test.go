@@ -29,19 +29,23 @@ func (r *recordingPublisher) isUp() bool { return true }
 
 // writeBatch records the topics of the PUBLISH packets in a batch.
 func (r *recordingPublisher) writeBatch(batch []byte) (gen, n int64, ok bool, err error) {
+	return 0, 0, true, eachPublish(batch, func(p *packets.Publish) { _ = r.publish(context.Background(), p.Topic, nil, 0, true) })
+}
+
+// eachPublish calls f for every PUBLISH packet of a batch (batch.go), as a
+// broker would read them; what test publishers make of a batch.
+func eachPublish(batch []byte, f func(*packets.Publish)) error {
 	rd := bytes.NewReader(batch)
 	for rd.Len() > 0 {
 		cp, err := packets.ReadPacket(rd)
 		if err != nil {
-			return 0, 0, true, err
+			return err
 		}
 		if p, ok := cp.Content.(*packets.Publish); ok {
-			r.mu.Lock()
-			r.topics = append(r.topics, p.Topic)
-			r.mu.Unlock()
+			f(p)
 		}
 	}
-	return 0, 0, true, nil
+	return nil
 }
 
 func (r *recordingPublisher) take() []string {

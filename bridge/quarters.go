@@ -195,6 +195,12 @@ type quarterTopics struct {
 	overrunToday, overrunMonth, costToday, costMonth, hasReference, hasPrice, reference, price string
 }
 
+// all are every topic of the reference power a meter publishes to.
+func (t *quarterTopics) all() []string {
+	return []string{t.energy, t.average, t.allowed, t.expected, t.lastEnergy, t.lastAverage, t.lastOverrun, t.peak, t.peakAttrs,
+		t.overrunToday, t.overrunMonth, t.costToday, t.costMonth, t.hasReference, t.hasPrice, t.reference, t.price}
+}
+
 func newQuarterTopics(prefix, meter string) *quarterTopics {
 	t := func(key string) string { return discovery.QuarterTopic(prefix, meter, key) }
 	return &quarterTopics{
@@ -316,9 +322,9 @@ func settingRange(setting string) string {
 func (b *Bridge) publishSettings(meter string, s quarter.Settings) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	p := b.o.TopicPrefix
-	b.send(ctx, discovery.SettingTopic(p, meter, discovery.SettingReferencePower), strconv.AppendFloat(nil, s.ReferenceKW, 'f', -1, 64), 1)
-	b.send(ctx, discovery.SettingTopic(p, meter, discovery.SettingOverrunPrice), strconv.AppendFloat(nil, s.Price, 'f', -1, 64), 1)
-	b.send(ctx, discovery.QuarterTopic(p, meter, discovery.QuarterHasReference), []byte(availability(s.ReferenceKW > 0)), 1)
-	b.send(ctx, discovery.QuarterTopic(p, meter, discovery.QuarterHasPrice), []byte(availability(s.Price > 0)), 1)
+	t := newQuarterTopics(b.o.TopicPrefix, meter)
+	b.send(ctx, t.reference, strconv.AppendFloat(nil, s.ReferenceKW, 'f', -1, 64), 1)
+	b.send(ctx, t.price, strconv.AppendFloat(nil, s.Price, 'f', -1, 64), 1)
+	b.send(ctx, t.hasReference, []byte(availability(s.ReferenceKW > 0)), 1)
+	b.send(ctx, t.hasPrice, []byte(availability(s.Price > 0)), 1)
 }

@@ -1,7 +1,6 @@
 package bridge
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
@@ -55,17 +54,7 @@ func (p *timedPublisher) publish(_ context.Context, topic string, payload []byte
 }
 
 func (p *timedPublisher) writeBatch(batch []byte) (gen, n int64, ok bool, err error) {
-	rd := bytes.NewReader(batch)
-	for rd.Len() > 0 {
-		cp, err := packets.ReadPacket(rd)
-		if err != nil {
-			return 0, 0, true, err
-		}
-		if pub, ok := cp.Content.(*packets.Publish); ok {
-			p.add(pub.Topic, pub.Payload)
-		}
-	}
-	return 0, 0, true, nil
+	return 0, 0, true, eachPublish(batch, func(pub *packets.Publish) { p.add(pub.Topic, pub.Payload) })
 }
 
 func (p *timedPublisher) isUp() bool { return !p.fail.Load() }

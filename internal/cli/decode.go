@@ -32,13 +32,23 @@ type decodeCounts struct {
 	badKeyFor map[decrypt.Title]bool
 }
 
-func runDecode(ctx context.Context, args []string, env Env, stdin io.Reader, stdout, stderr io.Writer) (err error) {
+// loadDecodeConfig reads the settings of the offline commands (decode,
+// quarters): the keys, with SMARTY_KEYS_FILE's.
+func loadDecodeConfig(env Env) (decodeConfig, error) {
 	var cfg decodeConfig
 	if err := env.Process(&cfg); err != nil {
-		return err
+		return cfg, err
 	}
 	if err := cfg.loadKeysFile(); err != nil {
-		return configError{err}
+		return cfg, configError{err}
+	}
+	return cfg, nil
+}
+
+func runDecode(ctx context.Context, args []string, env Env, stdin io.Reader, stdout, stderr io.Writer) (err error) {
+	cfg, err := loadDecodeConfig(env)
+	if err != nil {
+		return err
 	}
 	fs := flag.NewFlagSet("decode", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)

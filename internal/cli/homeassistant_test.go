@@ -120,21 +120,35 @@ func (m *haMeter) pause(p bool) {
 
 func (m *haMeter) uniqueID(s discovery.Sensor) string { return m.id + "_" + s.OBIS.String() }
 
-// entityIDs maps unique id to the entity id discovery asks for.
-func (m *haMeter) entityIDs(t *testing.T) map[string]string {
+// haComponent is one component of a meter's discovery config.
+type haComponent struct {
+	Platform        string `json:"platform"`
+	UniqueID        string `json:"unique_id"`
+	DefaultEntityID string `json:"default_entity_id"`
+	DeviceClass     string `json:"device_class"`
+	Unit            string `json:"unit_of_measurement"`
+	StateClass      string `json:"state_class"`
+}
+
+// components are m's discovery components by object id, as the bridge
+// publishes them.
+func (m *haMeter) components(t *testing.T) map[string]haComponent {
 	t.Helper()
 	msg := discovery.DeviceConfig(discovery.Device{ID: m.id, Header: string(m.tg.Header)}, m.sensors, discovery.Options{TopicPrefix: "smarty"})
 	var cfg struct {
-		Components map[string]struct {
-			UniqueID        string `json:"unique_id"`
-			DefaultEntityID string `json:"default_entity_id"`
-		} `json:"components"`
+		Components map[string]haComponent `json:"components"`
 	}
 	if err := json.Unmarshal(msg.Payload, &cfg); err != nil {
 		t.Fatal(err)
 	}
+	return cfg.Components
+}
+
+// entityIDs maps unique id to the entity id discovery asks for.
+func (m *haMeter) entityIDs(t *testing.T) map[string]string {
+	t.Helper()
 	out := map[string]string{}
-	for _, c := range cfg.Components {
+	for _, c := range m.components(t) {
 		out[c.UniqueID] = c.DefaultEntityID
 	}
 	return out
@@ -726,27 +740,14 @@ func entityIDSet(ents map[string]haEntity) []string {
 // bridge, and the cost entities come up once a price is set.
 func checkQuarterEntities(t *testing.T, ha *testenv.HomeAssistant, sub *testenv.Subscriber, m *haMeter) {
 	t.Helper()
-	msg := discovery.DeviceConfig(discovery.Device{ID: m.id, Header: string(m.tg.Header)}, m.sensors, discovery.Options{TopicPrefix: "smarty"})
-	var cfg struct {
-		Components map[string]struct {
-			Platform        string `json:"platform"`
-			UniqueID        string `json:"unique_id"`
-			DefaultEntityID string `json:"default_entity_id"`
-			DeviceClass     string `json:"device_class"`
-			Unit            string `json:"unit_of_measurement"`
-			StateClass      string `json:"state_class"`
-		} `json:"components"`
-	}
-	if err := json.Unmarshal(msg.Payload, &cfg); err != nil {
-		t.Fatal(err)
-	}
+	components := m.components(t)
 	registered := map[string]haEntity{}
 	for _, e := range haEntities(ha) {
 		registered[e.UniqueID] = e
 	}
 	ids := map[string]string{}
 	n := 0
-	for key, c := range cfg.Components {
+	for key, c := range components {
 		if !strings.HasPrefix(key, "quarter_") {
 			continue
 		}
@@ -766,7 +767,7 @@ func checkQuarterEntities(t *testing.T, ha *testenv.HomeAssistant, sub *testenv.
 		return st[ids["energy"]].State != "" && st[ids["energy"]].State != "unknown" && st[ids["cost_today"]].State == "unavailable"
 	})
 	states := ha.States()
-	for key, c := range cfg.Components {
+	for key, c := range components {
 		key = strings.TrimPrefix(key, "quarter_")
 		st, ok := states[ids[key]]
 		if !ok {

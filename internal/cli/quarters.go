@@ -21,12 +21,9 @@ const maxQuarterMeters = 1000
 // runQuarters is `smartybridge quarters`: the energy of every complete
 // quarter-hour in P1 captures, one JSON line each.
 func runQuarters(ctx context.Context, args []string, env Env, stdin io.Reader, stdout, stderr io.Writer) error {
-	var cfg decodeConfig
-	if err := env.Process(&cfg); err != nil {
+	cfg, err := loadDecodeConfig(env)
+	if err != nil {
 		return err
-	}
-	if err := cfg.loadKeysFile(); err != nil {
-		return configError{err}
 	}
 	fs := flag.NewFlagSet("quarters", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
