@@ -85,7 +85,7 @@ func TestDiscoveryStyleSwitch(t *testing.T) {
 	broker := testenv.Mosquitto(t, "")
 	watch := testenv.Subscribe(t, broker.URL, "homeassistant/#")
 	configs := func() (device, entity int) {
-		for topic, v := range retained(t, broker.URL) {
+		for topic, v := range testenv.Retained(t, broker.URL) {
 			if v == "" || v == string(migratePayload) || !strings.HasSuffix(topic, "/config") {
 				continue
 			}

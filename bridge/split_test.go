@@ -36,14 +36,6 @@ func splitInput(t *testing.T, n int) ([]byte, decrypt.Options) {
 	return in, decrypt.Options{Keys: map[decrypt.Title]decrypt.Key{m.Title(): sim.DemoKey, sysid: *key(t, testKey)}}
 }
 
-// retained collects every retained message on the broker.
-func retained(t *testing.T, brokerURL string) map[string]string {
-	t.Helper()
-	sub := testenv.Subscribe(t, brokerURL, "#")
-	time.Sleep(300 * time.Millisecond)
-	return sub.Topics("")
-}
-
 func opts(t *testing.T, brokerURL, clientID string, logs *logBuffer, keys decrypt.Options) Options {
 	o := testOptions(brokerURL, logs, keys)
 	u, _ := url.Parse(brokerURL)
@@ -96,7 +88,7 @@ func TestSplitMatchesBridge(t *testing.T) {
 	if err := br.Run(context.Background(), Source{Reader: bytes.NewReader(in)}); err != nil {
 		t.Fatal(err)
 	}
-	want := retained(t, b1.URL)
+	want := testenv.Retained(t, b1.URL)
 
 	// Forward + decrypt on broker 2.
 	b2 := testenv.Mosquitto(t, "")
@@ -120,7 +112,7 @@ func TestSplitMatchesBridge(t *testing.T) {
 		t.Fatal(err)
 	}
 	stopDec()
-	got := retained(t, b2.URL)
+	got := testenv.Retained(t, b2.URL)
 
 	// The instances' own devices differ by mode (forward.go, report.go);
 	// the meters' topics must not.
@@ -211,7 +203,7 @@ func TestDecryptorDropsDuplicatesAndJunk(t *testing.T) {
 	if c, ok := sub.Get("smarty/confirm/534147677001BD54"); ok {
 		t.Errorf("settled frames of a meter that never authenticated: %q", c)
 	}
-	for topic := range retained(t, broker.URL) {
+	for topic := range testenv.Retained(t, broker.URL) {
 		if strings.Contains(topic, "534147677001BD54") || strings.Contains(topic, "5341470900000000") {
 			t.Errorf("retained %s for frames that did not decode", topic)
 		}

@@ -301,7 +301,7 @@ func TestHostileRawMessages(t *testing.T) {
 		t.Errorf("counters.json holds %d meters, want the real one", len(saved))
 	}
 	retainedConfirms := 0
-	for topic := range retained(t, broker.URL) {
+	for topic := range testenv.Retained(t, broker.URL) {
 		if strings.HasPrefix(topic, "smarty/confirm/") {
 			retainedConfirms++
 		}

@@ -23,7 +23,12 @@ type Subscriber struct {
 	last   map[string]string
 	count  map[string]int
 	retain map[string]bool
+	id     string
+	synced atomic.Int64 // the last marker of Sync that came back
 }
+
+// syncPrefix is the topic of Sync's markers, never recorded.
+const syncPrefix = "testenv/sync/"
 
 var subscribers atomic.Int64
 
@@ -41,9 +46,15 @@ func Subscribe(t testing.TB, brokerURL string, topics ...string) *Subscriber {
 // SubscribeConn is Subscribe over c with the given CONNECT (a login, say).
 func SubscribeConn(t testing.TB, c net.Conn, connect *paho.Connect, topics ...string) *Subscriber {
 	t.Helper()
-	s := &Subscriber{t: t, last: map[string]string{}, count: map[string]int{}, retain: map[string]bool{}}
+	s := &Subscriber{t: t, last: map[string]string{}, count: map[string]int{}, retain: map[string]bool{}, id: connect.ClientID}
 	s.Client = paho.NewClient(paho.ClientConfig{Conn: c, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
 		func(p paho.PublishReceived) (bool, error) {
+			if p.Packet.Topic == syncPrefix+s.id {
+				var n int64
+				fmt.Sscan(string(p.Packet.Payload), &n)
+				s.synced.Store(n)
+				return true, nil
+			}
 			s.mu.Lock()
 			s.last[p.Packet.Topic] = string(p.Packet.Payload)
 			s.count[p.Packet.Topic]++
@@ -72,6 +83,36 @@ func SubscribeConn(t testing.TB, c net.Conn, connect *paho.Connect, topics ...st
 		<-ctx.Done()
 	})
 	return s
+}
+
+// Sync returns once everything the broker queued for s before the call
+// has arrived (the retained messages of its subscriptions, say): the
+// broker delivers a client's messages in order, so a marker published now
+// comes after them.
+func (s *Subscriber) Sync() {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	topic := syncPrefix + s.id
+	n := s.synced.Load() + 1
+	if n == 1 {
+		if _, err := s.Client.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: topic, QoS: 1}}}); err != nil {
+			s.t.Fatalf("sync: %v", err)
+		}
+	}
+	if _, err := s.Client.Publish(ctx, &paho.Publish{Topic: topic, QoS: 1, Payload: fmt.Append(nil, n)}); err != nil {
+		s.t.Fatalf("sync: %v", err)
+	}
+	WaitFor(s.t, 30*time.Second, "the sync marker", func() bool { return s.synced.Load() >= n })
+}
+
+// Retained returns every retained message on the broker (the last
+// payload per topic).
+func Retained(t testing.TB, brokerURL string) map[string]string {
+	t.Helper()
+	s := Subscribe(t, brokerURL, "#")
+	s.Sync()
+	return s.Topics("")
 }
 
 // Get returns the last payload on topic.
