@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -50,8 +51,7 @@ func SubscribeConn(t testing.TB, c net.Conn, connect *paho.Connect, topics ...st
 	s.Client = paho.NewClient(paho.ClientConfig{Conn: c, OnPublishReceived: []func(paho.PublishReceived) (bool, error){
 		func(p paho.PublishReceived) (bool, error) {
 			if p.Packet.Topic == syncPrefix+s.id {
-				var n int64
-				fmt.Sscan(string(p.Packet.Payload), &n)
+				n, _ := strconv.ParseInt(string(p.Packet.Payload), 10, 64)
 				s.synced.Store(n)
 				return true, nil
 			}
