@@ -91,8 +91,9 @@ func brokerAddress(ctx context.Context, u *url.URL) string {
 // dialKeep connects like autopaho would (TCP, or TLS for mqtts/ssl/tls),
 // wraps the connection in paho's own thread-safe connection, and hands it
 // to keep before paho gets it.
-func dialKeep(tlsCfg *tls.Config, keep func(lockedConn)) func(context.Context, autopaho.ClientConfig, *url.URL) (net.Conn, error) {
+func dialKeep(tlsCfg *tls.Config, attempt func(*url.URL), keep func(lockedConn)) func(context.Context, autopaho.ClientConfig, *url.URL) (net.Conn, error) {
 	return func(ctx context.Context, cfg autopaho.ClientConfig, u *url.URL) (net.Conn, error) {
+		attempt(u)
 		ctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
 		defer cancel()
 		nd := &net.Dialer{Timeout: 10 * time.Second}
@@ -101,7 +102,16 @@ func dialKeep(tlsCfg *tls.Config, keep func(lockedConn)) func(context.Context, a
 		var err error
 		switch u.Scheme {
 		case "mqtts", "ssl", "tls", "tcps", "mqtt+ssl":
-			d := tls.Dialer{NetDialer: nd, Config: tlsCfg}
+			// The certificate is checked against this broker's name, even
+			// when multicast DNS gave its address.
+			tc := &tls.Config{}
+			if tlsCfg != nil {
+				tc = tlsCfg.Clone()
+			}
+			if tc.ServerName == "" {
+				tc.ServerName = u.Hostname()
+			}
+			d := tls.Dialer{NetDialer: nd, Config: tc}
 			c, err = d.DialContext(ctx, "tcp", addr)
 			var opErr *net.OpError
 			if err != nil && !(errors.As(err, &opErr) && opErr.Op == "dial") {

@@ -25,7 +25,8 @@ func TestConnectErrorNamesTheResolver(t *testing.T) {
 		"brokr.lan":           "does not resolve",
 	} {
 		logs := &testenv.Buffer{}
-		c := &conn{log: slog.New(slog.NewTextHandler(logs, nil)), url: "mqtt://" + host + ":1883", host: host}
+		c := &conn{log: slog.New(slog.NewTextHandler(logs, nil)), url: "mqtt://" + host + ":1883"}
+		c.attempt.Store(&url.URL{Scheme: "mqtt", Host: host + ":1883"})
 		c.connectError(fmt.Errorf("failed to connect: %w", &net.OpError{Op: "dial", Err: &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}}))
 		if !strings.Contains(logs.String(), want) {
 			t.Errorf("%s: %s", host, logs)

@@ -338,12 +338,20 @@ func (f *Forwarder) frame(e *entry) ([]byte, error) {
 
 // connected publishes the description, subscribes to the decryptors'
 // confirmations and announces the own device, after every
-// (re)connection (part).
+// (re)connection (part). What was sent and not yet settled goes again at
+// once: the broker of the old connection (a cluster node that died, say)
+// may never have passed it on.
 func (f *Forwarder) connected(ctx context.Context) {
 	f.publishDescription(ctx)
 	if err := f.conn.subscribe(ctx, f.o.TopicPrefix+"/confirm/+"); err != nil {
 		f.log.Warn("cannot subscribe to the decryptors' confirmations; frames stay queued", "err", err)
 	}
+	f.mu.Lock()
+	for _, e := range f.entries {
+		e.sentAt = time.Time{}
+	}
+	f.resendGap = f.fo.ResendAfter
+	f.mu.Unlock()
 	select {
 	case f.wake <- struct{}{}:
 	default:

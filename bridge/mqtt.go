@@ -6,11 +6,13 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"log/slog"
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -24,7 +26,11 @@ import (
 
 // MQTTOptions say how to reach the broker.
 type MQTTOptions struct {
-	URL      *url.URL // mqtt://host:port or mqtts://host:port
+	URL *url.URL // mqtt://host:port or mqtts://host:port
+	// MoreURLs are the other nodes of a broker cluster. Each instance
+	// starts at a node of its own (by its client id), so that many spread
+	// over the cluster, and goes on to the next when one fails.
+	MoreURLs []*url.URL
 	Username string
 	Password string
 	ClientID string
@@ -51,8 +57,8 @@ type publisher interface {
 type conn struct {
 	cm       *autopaho.ConnectionManager
 	log      *slog.Logger
-	url      string
-	host     string // the broker's host name, for hints
+	url      string                  // the brokers, for logs
+	attempt  atomic.Pointer[url.URL] // the broker of the last attempt (the one in use when up)
 	failures atomic.Int64
 	up       atomic.Bool
 	// takenOver is when the broker last closed the connection because
@@ -96,12 +102,18 @@ func dial(ctx context.Context, o MQTTOptions, co connectOptions, log *slog.Logge
 	if o.URL == nil {
 		return nil, errors.New("no broker URL")
 	}
-	c := &conn{log: log, url: redactURL(o.URL), host: o.URL.Hostname(), ping: &pinger{}}
+	urls := brokerOrder(o.ClientID, append([]*url.URL{o.URL}, o.MoreURLs...))
+	shown := make([]string, len(urls))
+	for i, u := range urls {
+		shown[i] = redactURL(u)
+	}
+	c := &conn{log: log, url: strings.Join(shown, ","), ping: &pinger{}}
+	c.attempt.Store(urls[0])
 	if co.keepAlive == 0 {
 		co.keepAlive = 30
 	}
 	cfg := autopaho.ClientConfig{
-		ServerUrls:                    []*url.URL{o.URL},
+		ServerUrls:                    urls,
 		TlsCfg:                        o.TLS,
 		KeepAlive:                     co.keepAlive,
 		CleanStartOnInitialConnection: co.sessionExpiry == 0,
@@ -123,7 +135,7 @@ func dial(ctx context.Context, o MQTTOptions, co connectOptions, log *slog.Logge
 			}
 			c.up.Store(true)
 			writeHealth(log, o.HealthFile, "up")
-			log.Info("connected to MQTT broker", "broker", c.url, "failed_attempts", n)
+			log.Info("connected to MQTT broker", "broker", redactURL(c.attempt.Load()), "failed_attempts", n)
 			if co.onUp != nil {
 				co.onUp()
 			}
@@ -153,7 +165,7 @@ func dial(ctx context.Context, o MQTTOptions, co connectOptions, log *slog.Logge
 			return true
 		},
 		OnConnectError:    c.connectError,
-		AttemptConnection: dialKeep(o.TLS, func(lc lockedConn) { c.current.Store(&lc) }),
+		AttemptConnection: dialKeep(o.TLS, func(u *url.URL) { c.attempt.Store(u) }, func(lc lockedConn) { c.current.Store(&lc) }),
 		ClientConfig: paho.ClientConfig{
 			ClientID:    o.ClientID,
 			PingHandler: c.ping,
@@ -267,7 +279,7 @@ func (c *conn) connectError(err error) {
 		hint = "the broker's TLS certificate is not valid (expired, not yet valid, or not for a server): renew it, or check this machine's clock"
 	case errors.As(err, new(tls.RecordHeaderError)), errors.Is(err, errTLSHandshake):
 		hint = "the port does not speak TLS (the broker dropped the TLS handshake): use mqtt:// for it, or the broker's TLS port (usually 8883) with mqtts://"
-	case errors.As(err, new(*net.DNSError)) && strings.HasSuffix(strings.TrimSuffix(c.host, "."), ".local"):
+	case errors.As(err, new(*net.DNSError)) && strings.HasSuffix(strings.TrimSuffix(c.attempt.Load().Hostname(), "."), ".local"):
 		// Neither the system's resolver nor multicast DNS
 		// (brokerAddress) knew the name.
 		hint = "no answer for this .local name, from DNS nor from multicast DNS: use the broker's IP address in SMARTY_MQTT_URL (Home Assistant shows it under Settings → System → Network), or core-mosquitto from an add-on"
@@ -284,10 +296,10 @@ func (c *conn) connectError(err error) {
 	// about once a minute (attempts are a second apart while the broker
 	// is away).
 	if n == 1 || n == 3 || n%60 == 0 {
-		c.log.Warn("cannot connect to MQTT broker; retrying with backoff", "broker", c.url, "attempt", n, "err", err, "hint", hint)
+		c.log.Warn("cannot connect to MQTT broker; retrying with backoff", "broker", redactURL(c.attempt.Load()), "attempt", n, "err", err, "hint", hint)
 		return
 	}
-	c.log.Debug("cannot connect to MQTT broker", "broker", c.url, "attempt", n, "err", err)
+	c.log.Debug("cannot connect to MQTT broker", "broker", redactURL(c.attempt.Load()), "attempt", n, "err", err)
 }
 
 func (c *conn) isUp() bool { return c.up.Load() }
@@ -363,4 +375,28 @@ func writeHealth(log *slog.Logger, path, state string) {
 // redactURL drops the password from a URL for logs.
 func redactURL(u *url.URL) string {
 	return u.Redacted()
+}
+
+// Brokers lists the brokers for a log line, without a login.
+func (o MQTTOptions) Brokers() string {
+	s := make([]string, 0, 1+len(o.MoreURLs))
+	for _, u := range append([]*url.URL{o.URL}, o.MoreURLs...) {
+		if u != nil {
+			s = append(s, redactURL(u))
+		}
+	}
+	return strings.Join(s, ",")
+}
+
+// brokerOrder is the order in which an instance tries the brokers: from
+// one chosen by its client id, so that the instances of a cluster's
+// clients spread over its nodes, then the others in the order given.
+func brokerOrder(clientID string, urls []*url.URL) []*url.URL {
+	if len(urls) < 2 {
+		return urls
+	}
+	h := fnv.New32a()
+	h.Write([]byte(clientID))
+	k := int(h.Sum32() % uint32(len(urls)))
+	return append(slices.Clone(urls[k:]), urls[:k]...)
 }

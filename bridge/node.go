@@ -109,16 +109,12 @@ func (n *node) run(ctx context.Context, co connectOptions, p part, loops []func(
 	loopCtx, stopLoops := context.WithCancel(ctx)
 	defer stopLoops()
 	n.sw.begin(loopCtx)
-	// The own device is announced after its discovery topics were probed
-	// (switch.go); registered before the first connection announces it.
-	startProbe := n.sw.add(discovery.BridgeNode(n.o.MQTT.ClientID))
 	c, err := dial(connCtx, n.o.MQTT, co, n.log)
 	if err != nil {
 		return err
 	}
 	n.conn, n.pub = c, c
 	close(n.ready)
-	startProbe()
 
 	var wg sync.WaitGroup
 	if n.report != nil {
@@ -157,6 +153,7 @@ func (n *node) connected(ctx context.Context) {
 	if err := n.pub.publish(ctx, n.statusTopic, []byte("online"), 1, true); err != nil {
 		n.log.Debug("status not published", "err", err)
 	}
+	n.sw.look() // configs of another style (switch.go)
 	if n.o.Discovery != discovery.Off {
 		if err := n.conn.subscribe(ctx, n.o.DiscoveryPrefix+"/status"); err != nil {
 			n.log.Warn("cannot subscribe to Home Assistant's status; discovery is still sent on every connection", "err", err)

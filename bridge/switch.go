@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -15,38 +16,29 @@ import (
 
 // Switching SMARTY_DISCOVERY between device, entity and off would leave the
 // other style's retained configs behind: Home Assistant would then see two
-// configs with the same unique ids. Before a node (a meter, or the
-// instance's own device) is first announced, the bridge subscribes to its
-// discovery topics of both styles and waits a moment for the broker's
-// retained messages. A config of the other style is moved the way Home
-// Assistant documents: {"migrate_discovery": true} on the old topic (Home
-// Assistant unloads its entities and keeps them in the registry), an empty
-// payload that deletes the old retained message (not on a device topic:
-// see publishSwitched), then the new config. With discovery off, old
-// configs are deleted.
+// configs with the same unique ids. On every connection the switcher
+// subscribes once to the discovery topics of both styles, for every node
+// (one wildcard subscription, not one per meter: on a clustered broker a
+// SUBSCRIBE costs a consensus round), and keeps the topics that hold a
+// config of smartybridge (its origin). Nodes are announced once those
+// retained messages had a moment to arrive. A config of the other style is
+// moved the way Home Assistant documents: {"migrate_discovery": true} on
+// the old topic (Home Assistant unloads its entities and keeps them in the
+// registry), an empty payload that deletes the old retained message (not
+// on a device topic: see publishSwitched), then the new config. With
+// discovery off, old configs are deleted; a decryptor with discovery off
+// does not look at all (an operator's broker, no Home Assistant).
 
-// probeWait is how long the retained configs of a node get to arrive.
+// probeWait is how long the retained configs get to arrive.
 const probeWait = 500 * time.Millisecond
 
 var migratePayload = []byte(`{"migrate_discovery":true}`)
 
-// maxProbes bounds the nodes probed (a decryptor of many meters).
-const maxProbes = 10000
+// ourOrigin is in every config smartybridge publishes (discovery.origin).
+var ourOrigin = []byte(`"origin":{"name":"smartybridge"`)
 
-// probe is what was found of a node's earlier discovery.
-type probe struct {
-	done  chan struct{}   // closed when the retained configs had their time
-	stale map[string]bool // topics of another style holding a config
-}
-
-func (p *probe) ready() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
+// maxFound bounds the config topics kept (a decryptor of many meters).
+const maxFound = 100000
 
 // switcher finds and moves an instance's discovery of another style; the
 // Bridge and the Forwarder each have one.
@@ -56,83 +48,100 @@ type switcher struct {
 	log     *slog.Logger
 	conn    func() *conn                                                 // nil until connected
 	send    func(ctx context.Context, topic string, payload []byte) bool // QoS 1, retained
-	trigger func()                                                       // a node became ready; may be nil
+	trigger func()                                                       // nodes became ready; may be nil
 
-	mu     sync.Mutex
-	probes map[string]*probe
-	ctx    context.Context // ends with the instance's loops
-	wg     sync.WaitGroup
+	mu       sync.Mutex
+	found    map[string]map[string]bool // node → topics holding one of our configs
+	nFound   int
+	full     bool          // maxFound reached (logged once)
+	off      bool          // no looking (disable)
+	synced   chan struct{} // closed once the first look had its time
+	syncOnce sync.Once
+	ctx      context.Context // ends with the instance's loops
+	wg       sync.WaitGroup
 }
 
 func newSwitcher(prefix string, style discovery.Style, log *slog.Logger) *switcher {
-	return &switcher{prefix: prefix, style: style, log: log, probes: map[string]*probe{}}
+	return &switcher{prefix: prefix, style: style, log: log, found: map[string]map[string]bool{}, synced: make(chan struct{})}
 }
 
-// begin sets the context the probes run in.
+// begin sets the context the looks run in.
 func (s *switcher) begin(ctx context.Context) {
 	s.mu.Lock()
 	s.ctx = ctx
 	s.mu.Unlock()
 }
 
-// add registers node as not yet ready, so that it is not announced before
-// its probe, and returns what starts the probe: the caller may hold its
-// own locks while registering.
-func (s *switcher) add(node string) (start func()) {
+// disable makes every node ready without looking.
+func (s *switcher) disable() {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.probes[node]; ok || len(s.probes) >= maxProbes {
-		return func() {}
-	}
-	p := &probe{done: make(chan struct{}), stale: map[string]bool{}}
-	s.probes[node] = p
-	ctx := s.ctx
-	return func() { s.wg.Go(func() { s.run(ctx, node, p) }) }
-}
-
-// run subscribes and waits for the retained configs.
-func (s *switcher) run(ctx context.Context, node string, p *probe) {
-	if c := s.conn(); ctx != nil && c != nil {
-		c.awaitConnection(ctx, 10*time.Second)
-		subs := []paho.SubscribeOptions{
-			{Topic: s.prefix + "/device/" + node + "/config", QoS: 1},
-			{Topic: s.prefix + "/sensor/" + node + "/+/config", QoS: 1},
-			{Topic: s.prefix + "/binary_sensor/" + node + "/+/config", QoS: 1},
-			{Topic: s.prefix + "/number/" + node + "/+/config", QoS: 1}, // the reference power's settings
-		}
-		if err := c.subscribeWith(ctx, subs); err == nil {
-			select {
-			case <-time.After(probeWait):
-			case <-ctx.Done():
-			}
-		} else {
-			s.log.Debug("cannot look for discovery of another style", "node", node, "err", err)
-		}
-	}
-	close(p.done)
-	if s.trigger != nil {
-		s.trigger()
-	}
-}
-
-// waitReady waits until node's probe is done (or ctx ends).
-func (s *switcher) waitReady(ctx context.Context, node string) {
-	s.mu.Lock()
-	p, ok := s.probes[node]
+	s.off = true
 	s.mu.Unlock()
-	if !ok {
+	s.markSynced()
+}
+
+func (s *switcher) markSynced() {
+	s.syncOnce.Do(func() { close(s.synced) })
+}
+
+func (s *switcher) ready() bool {
+	select {
+	case <-s.synced:
+		return true
+	default:
+		return false
+	}
+}
+
+// look subscribes to the discovery topics of every node (again after a
+// reconnection: the broker may be another one) and, the first time, lets
+// the retained configs arrive before nodes are announced.
+func (s *switcher) look() {
+	s.mu.Lock()
+	ctx, off := s.ctx, s.off
+	s.mu.Unlock()
+	if off || ctx == nil || ctx.Err() != nil {
 		return
 	}
+	first := !s.ready()
+	s.wg.Go(func() {
+		if c := s.conn(); c != nil {
+			subs := []paho.SubscribeOptions{
+				{Topic: s.prefix + "/device/+/config", QoS: 1},
+				{Topic: s.prefix + "/sensor/+/+/config", QoS: 1},
+				{Topic: s.prefix + "/binary_sensor/+/+/config", QoS: 1},
+				{Topic: s.prefix + "/number/+/+/config", QoS: 1}, // the reference power's settings
+			}
+			if err := c.subscribeWith(ctx, subs); err != nil {
+				s.log.Debug("cannot look for discovery of another style", "err", err)
+			} else if first {
+				select {
+				case <-time.After(probeWait):
+				case <-ctx.Done():
+				}
+			}
+		}
+		if first {
+			s.markSynced()
+			if s.trigger != nil {
+				s.trigger()
+			}
+		}
+	})
+}
+
+// waitReady waits until nodes may be announced (or ctx ends).
+func (s *switcher) waitReady(ctx context.Context) {
 	select {
-	case <-p.done:
+	case <-s.synced:
 	case <-ctx.Done():
 	}
 }
 
-// wait waits for the probes to end.
+// wait waits for the looks to end.
 func (s *switcher) wait() { s.wg.Wait() }
 
-// message takes a retained config found on a probed node's topic. Called
+// message takes a config (or its deletion) on a discovery topic. Called
 // with any message; it reports whether it was one.
 func (s *switcher) message(topic string, payload []byte) bool {
 	dp := s.prefix + "/"
@@ -149,51 +158,62 @@ func (s *switcher) message(topic string, payload []byte) bool {
 	default:
 		return false
 	}
-	if len(payload) == 0 || bytes.Equal(payload, migratePayload) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	topics := s.found[node]
+	if len(payload) == 0 || bytes.Equal(payload, migratePayload) || !bytes.Contains(payload, ourOrigin) {
+		// Deleted, moved, or not ours.
+		if topics[topic] {
+			delete(topics, topic)
+			s.nFound--
+			if len(topics) == 0 {
+				delete(s.found, node)
+			}
+		}
 		return true
 	}
-	s.mu.Lock()
-	if p, ok := s.probes[node]; ok && len(p.stale) < 512 {
-		p.stale[topic] = true
+	if topics[topic] {
+		return true
 	}
-	s.mu.Unlock()
+	if s.nFound >= maxFound {
+		if !s.full {
+			s.full = true
+			s.log.Warn("too many discovery configs on the broker to keep track of; configs of another style beyond them are not moved", "kept", maxFound)
+		}
+		return true
+	}
+	if topics == nil {
+		topics = map[string]bool{}
+		s.found[node] = topics
+	}
+	topics[topic] = true
+	s.nFound++
 	return true
 }
 
-// probed reports whether node may be announced, and takes the topics of
-// another style found for it: those not among msgs.
+// probed reports whether node may be announced, and the topics of another
+// style found for it: those holding a config of ours not among msgs.
 func (s *switcher) probed(node string, msgs []discovery.Message) (ready bool, stale []string) {
+	if !s.ready() {
+		return false, nil
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	p, ok := s.probes[node]
-	if !ok {
+	topics := s.found[node]
+	if len(topics) == 0 {
 		return true, nil
-	}
-	if !p.ready() {
-		return false, nil
 	}
 	current := make(map[string]bool, len(msgs))
 	for _, m := range msgs {
 		current[m.Topic] = true
 	}
-	for t := range p.stale {
+	for t := range topics {
 		if !current[t] {
 			stale = append(stale, t)
 		}
 	}
-	clear(p.stale)
+	sort.Strings(stale)
 	return true, stale
-}
-
-// restale puts back stale topics whose move failed.
-func (s *switcher) restale(node string, stale []string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if p, ok := s.probes[node]; ok {
-		for _, t := range stale {
-			p.stale[t] = true
-		}
-	}
 }
 
 // publish publishes msgs, moving the configs of stale topics to them (or
@@ -211,9 +231,6 @@ func (s *switcher) publish(ctx context.Context, node string, msgs []discovery.Me
 	ok := s.move(ctx, stale, len(msgs) > 0)
 	for _, msg := range msgs {
 		ok = ok && s.send(ctx, msg.Topic, msg.Payload)
-	}
-	if !ok {
-		s.restale(node, stale)
 	}
 	return ok
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"sort"
@@ -172,7 +173,18 @@ func addonEnv(o addonOptions, svc *mqttService) (map[string]string, error) {
 	if tls {
 		scheme = "mqtts"
 	}
-	env["SMARTY_MQTT_URL"] = fmt.Sprintf("%s://%s:%d", scheme, host, port)
+	// The nodes of a broker cluster: hosts separated by commas, each with
+	// the common port unless it names its own.
+	var brokers []string
+	for h := range strings.SplitSeq(host, ",") {
+		h = strings.TrimSpace(h)
+		if _, _, err := net.SplitHostPort(h); err == nil {
+			brokers = append(brokers, scheme+"://"+h)
+		} else {
+			brokers = append(brokers, fmt.Sprintf("%s://%s:%d", scheme, h, port))
+		}
+	}
+	env["SMARTY_MQTT_URL"] = strings.Join(brokers, ",")
 	set("SMARTY_MQTT_CA_FILE", o.MQTTCAFile)
 	set("SMARTY_MQTT_USERNAME", user)
 	set("SMARTY_MQTT_PASSWORD", pass)

@@ -230,6 +230,9 @@ func TestAddonStartupMapping(t *testing.T) {
 		{"override wins", with(`,"mqtt_host":"broker.lan","mqtt_port":8883,"mqtt_tls":true,"mqtt_username":"me","mqtt_password":"mine"`), map[string]string{
 			"SMARTY_MQTT_URL": "mqtts://broker.lan:8883", "SMARTY_MQTT_USERNAME": "me", "SMARTY_MQTT_PASSWORD": "mine",
 		}, 0, ""},
+		{"a broker cluster", with(`,"mqtt_host":"n1.lan, n2.lan,10.0.0.3:1884","mqtt_username":"op","mqtt_password":"pw"`), map[string]string{
+			"SMARTY_MQTT_URL": "mqtt://n1.lan:1883,mqtt://n2.lan:1883,mqtt://10.0.0.3:1884",
+		}, 0, ""},
 		{"network dongle", with(`,"tcp_address":"192.0.2.7:2000"`), map[string]string{"SMARTY_DEVICE": "tcp://192.0.2.7:2000"}, 1, ""},
 		{"reference power", with(`,"reference_power":7,"overrun_price":0.1139`), map[string]string{
 			"SMARTY_REFERENCE_POWER": "7", "SMARTY_OVERRUN_PRICE": "0.1139"}, 1, ""},

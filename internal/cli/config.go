@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -175,7 +176,7 @@ type Config struct {
 	Device string         `envconfig:"DEVICE" default:"/dev/ttyUSB0" desc:"the meter's port: a serial device such as /dev/ttyUSB0, tcp://host:port for ser2net or a network P1 dongle, or a capture file"`
 	Baud   int            `envconfig:"BAUD" default:"115200" desc:"serial speed; Smarty meters send at 115200 8N1"`
 	KeyConfig
-	MQTTURL         string   `envconfig:"MQTT_URL" default:"mqtt://localhost:1883" desc:"broker URL: mqtt://host[:port] (port 1883 by default), or mqtts://host[:port] for TLS (8883); a login may go in it as mqtt://user:password@host"`
+	MQTTURL         string   `envconfig:"MQTT_URL" default:"mqtt://localhost:1883" desc:"broker URL: mqtt://host[:port] (port 1883 by default), or mqtts://host[:port] for TLS (8883); a login may go in it as mqtt://user:password@host; the nodes of a broker cluster separated by commas (mqtt://a:1883,mqtt://b:1883), tried in turn"`
 	MQTTCAFile      string   `envconfig:"MQTT_CA_FILE" desc:"PEM file of the CA that signed the broker's certificate (mqtts://); empty: the system's CAs"`
 	MQTTUsername    string   `envconfig:"MQTT_USERNAME" desc:"broker login"`
 	MQTTPassword    secret   `envconfig:"MQTT_PASSWORD" desc:"broker password"`
@@ -252,7 +253,7 @@ func (c *Config) Validate() error {
 	if time.Duration(c.SessionExpiry) < time.Minute {
 		return fmt.Errorf("SMARTY_SESSION_EXPIRY=%s: want at least 1m", c.SessionExpiry)
 	}
-	if _, err := c.brokerURL(); err != nil {
+	if _, err := c.brokerURLs(); err != nil {
 		return err
 	}
 	if c.MQTTCAFile != "" {
@@ -311,12 +312,38 @@ func shownURL(s string) string {
 	return s[:lead] + "xxxxx@" + s[at+1:]
 }
 
-func (c *Config) brokerURL() (*url.URL, error) {
-	u, err := url.Parse(strings.TrimSpace(c.MQTTURL))
+// brokerURLs parses SMARTY_MQTT_URL: one broker, or the nodes of a cluster
+// separated by commas, each with the same login if any.
+func (c *Config) brokerURLs() ([]*url.URL, error) {
+	var urls []*url.URL
+	for s := range strings.SplitSeq(c.MQTTURL, ",") {
+		if strings.TrimSpace(s) == "" {
+			return nil, fmt.Errorf("SMARTY_MQTT_URL=%q: an empty broker in the list; separate the brokers of a cluster by single commas", shownURL(c.MQTTURL))
+		}
+		u, err := brokerURL(s)
+		if err != nil {
+			return nil, err
+		}
+		for _, prev := range urls {
+			if prev.Host == u.Host {
+				return nil, fmt.Errorf("SMARTY_MQTT_URL: %s is in the list twice", u.Host)
+			}
+			if u.User != nil && prev.User != nil && u.User.String() != prev.User.String() {
+				return nil, errors.New("SMARTY_MQTT_URL: the brokers of the list name different logins; a cluster has one: put it in SMARTY_MQTT_USERNAME and SMARTY_MQTT_PASSWORD")
+			}
+		}
+		urls = append(urls, u)
+	}
+	return urls, nil
+}
+
+// brokerURL parses one broker's URL of SMARTY_MQTT_URL.
+func brokerURL(s string) (*url.URL, error) {
+	u, err := url.Parse(strings.TrimSpace(s))
 	if err != nil {
 		return nil, errors.New("SMARTY_MQTT_URL is not a URL: want mqtt://host:1883 or mqtts://host:8883 (a login goes in SMARTY_MQTT_USERNAME and SMARTY_MQTT_PASSWORD, or as mqtt://user:password@host:1883)")
 	}
-	shown := shownURL(c.MQTTURL)
+	shown := shownURL(s)
 	port := ""
 	switch u.Scheme {
 	case "mqtt", "tcp":
@@ -341,12 +368,15 @@ func (c *Config) brokerURL() (*url.URL, error) {
 
 // mqttOptions turns the settings into the bridge's broker options.
 func (c *Config) mqttOptions() (bridge.MQTTOptions, error) {
-	u, err := c.brokerURL()
+	urls, err := c.brokerURLs()
 	if err != nil {
 		return bridge.MQTTOptions{}, err
 	}
-	o := bridge.MQTTOptions{URL: u, Username: c.MQTTUsername, Password: string(c.MQTTPassword), ClientID: c.MQTTClientID, HealthFile: c.HealthFile}
-	if u.User != nil {
+	o := bridge.MQTTOptions{Username: c.MQTTUsername, Password: string(c.MQTTPassword), ClientID: c.MQTTClientID, HealthFile: c.HealthFile}
+	// The login of the first URL that has one (brokerURLs checked that
+	// the others agree).
+	if i := slices.IndexFunc(urls, func(u *url.URL) bool { return u.User != nil }); i >= 0 {
+		u := urls[i]
 		// A login in the URL is used, and then kept out of the URL that
 		// connection errors quote.
 		if o.Username != "" && o.Username != u.User.Username() {
@@ -356,15 +386,22 @@ func (c *Config) mqttOptions() (bridge.MQTTOptions, error) {
 		if pw, ok := u.User.Password(); ok {
 			o.Password = pw
 		}
+	}
+	for i, u := range urls {
 		bare := *u
 		bare.User = nil
-		o.URL = &bare
+		if i == 0 {
+			o.URL = &bare
+		} else {
+			o.MoreURLs = append(o.MoreURLs, &bare)
+		}
 	}
 	if o.ClientID == "" {
 		o.ClientID = defaultClientID(string(c.Mode), c.StateDir, c.Device)
 	}
-	if u.Scheme == "mqtts" || u.Scheme == "ssl" || u.Scheme == "tls" {
-		o.TLS = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: u.Hostname()}
+	if slices.ContainsFunc(urls, func(u *url.URL) bool { return u.Scheme == "mqtts" || u.Scheme == "ssl" || u.Scheme == "tls" }) {
+		// The name checked is each broker's own (bridge.dialKeep).
+		o.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
 		if c.MQTTCAFile != "" {
 			pem, err := os.ReadFile(c.MQTTCAFile)
 			if err != nil {

@@ -66,7 +66,7 @@ func runBridge(ctx context.Context, env Env, stderr io.Writer, words *strings.Re
 		runtime.GOMAXPROCS(1)
 	}
 	log.Info("smartybridge starting", "version", version, "mode", cfg.Mode, "device", cfg.Device,
-		"broker", opts.MQTT.URL.Redacted(), "client_id", opts.MQTT.ClientID, "discovery", cfg.Discovery)
+		"broker", opts.MQTT.Brokers(), "client_id", opts.MQTT.ClientID, "discovery", cfg.Discovery)
 	switch cfg.Mode {
 	case discovery.ModeForward:
 		return runForward(ctx, &cfg, opts, log)

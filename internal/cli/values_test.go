@@ -73,3 +73,43 @@ func TestBrokerURLs(t *testing.T) {
 		t.Error("two different logins accepted")
 	}
 }
+
+// TestSeveralBrokers: the nodes of a broker cluster, separated by commas,
+// each checked like one broker; a login given once counts for all and is
+// kept out of every URL.
+func TestSeveralBrokers(t *testing.T) {
+	c := Config{MQTTURL: "mqtt://u:secretpw@n1, mqtt://u:secretpw@n2:1884,mqtts://n3"}
+	o, err := c.mqttOptions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	hosts := []string{o.URL.Host}
+	for _, u := range o.MoreURLs {
+		hosts = append(hosts, u.Host)
+		if u.User != nil {
+			t.Errorf("%s keeps its login", u.Host)
+		}
+	}
+	if strings.Join(hosts, " ") != "n1:1883 n2:1884 n3:8883" || o.Username != "u" || o.Password != "secretpw" || o.URL.User != nil {
+		t.Errorf("brokers %v, login %q", hosts, o.Username)
+	}
+	if o.TLS == nil || o.TLS.ServerName != "" {
+		t.Errorf("a TLS node needs a TLS config checked against each broker's own name: %+v", o.TLS)
+	}
+	for in, want := range map[string]string{
+		"mqtt://n1,,mqtt://n2":               "empty broker",
+		"mqtt://n1,":                         "empty broker",
+		"mqtt://n1,mqtt://n1:1883":           "twice",
+		"mqtt://a:secretpw@n1,mqtt://b:x@n2": "different logins",
+		"mqtt://n1,http://a:secretpw@n2":     "want mqtt://",
+		"mqtt://n1,mqtt://a:secretpw@n2/x":   "no path",
+	} {
+		_, err := (&Config{MQTTURL: in}).mqttOptions()
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", in, err, want)
+		}
+		if err != nil && strings.Contains(err.Error(), "secretpw") {
+			t.Errorf("%q: the error shows the password: %v", in, err)
+		}
+	}
+}

@@ -1,14 +1,21 @@
-// Command splitbench measures decrypt mode at scale: it starts a real
-// mosquitto and one or more smartybridge decryptors (one share group),
-// publishes simulated raw frames of many meters (distinct titles and keys)
-// as fast as the decryptors take them, and counts every resulting state
-// message at a subscriber. It reports sustained frames per second, loss,
-// and the CPU used by the broker and by the decryptors.
+// Command splitbench measures decrypt mode at scale: one or more
+// smartybridge decryptors (one share group) take simulated raw frames of
+// many meters (distinct titles and keys), published as fast as the broker
+// takes them, and a subscriber counts every resulting state exactly. It
+// reports sustained frames per second, lost and duplicated telegrams, and
+// the CPU used by the broker (when it started it) and by the decryptors.
 //
 //	go build -o /tmp/smartybridge . && go run ./tools/splitbench -bin /tmp/smartybridge -decryptors 2
 //
-// Everything runs on 127.0.0.1; the run is bounded by -meters × -rounds
-// frames and -timeout.
+// By default it starts its own mosquitto on 127.0.0.1. Against a broker
+// cluster, give the nodes: -pub (publishers, one client per node, frames
+// spread over them), -dec (the decryptors' SMARTY_MQTT_URL: each gets the
+// whole list and starts at a node of its own) and -sub (the subscriber):
+//
+//	go run ./tools/splitbench -bin /tmp/smartybridge -decryptors 2 \
+//	    -pub 127.0.0.1:1885 -dec mqtt://127.0.0.1:1883,mqtt://127.0.0.1:1884 -sub 127.0.0.1:1885
+//
+// The run is bounded by -meters × -rounds frames and -timeout.
 package main
 
 import (
@@ -20,6 +27,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -32,40 +40,67 @@ import (
 	"github.com/smartybridge/smartybridge/tools/internal/benchkit"
 )
 
+type options struct {
+	bin                string
+	meters, rounds     int
+	decryptors         int
+	timeout            time.Duration
+	pub, dec, sub      string // external brokers; empty: an own mosquitto
+	shareGroup, prefix string
+}
+
 func main() {
-	bin := flag.String("bin", "", "smartybridge binary (required)")
-	meters := flag.Int("meters", 1000, "simulated meters")
-	rounds := flag.Int("rounds", 5, "frames per meter")
-	decryptors := flag.Int("decryptors", 1, "decryptors in the share group")
-	timeout := flag.Duration("timeout", 2*time.Minute, "give up after")
+	var o options
+	flag.StringVar(&o.bin, "bin", "", "smartybridge binary (required)")
+	flag.IntVar(&o.meters, "meters", 1000, "simulated meters")
+	flag.IntVar(&o.rounds, "rounds", 5, "frames per meter")
+	flag.IntVar(&o.decryptors, "decryptors", 1, "decryptors in the share group")
+	flag.DurationVar(&o.timeout, "timeout", 2*time.Minute, "give up after")
+	flag.StringVar(&o.pub, "pub", "", "host:port of the brokers the frames are published to, comma-separated (default: an own mosquitto)")
+	flag.StringVar(&o.dec, "dec", "", "the decryptors' SMARTY_MQTT_URL (default: the own mosquitto)")
+	flag.StringVar(&o.sub, "sub", "", "host:port of the broker the states are counted on (default: the first of -pub)")
+	flag.StringVar(&o.prefix, "prefix", "smarty", "topic prefix (a run per prefix keeps runs on one cluster apart)")
 	flag.Parse()
-	if *bin == "" {
+	if o.bin == "" {
 		fmt.Fprintln(os.Stderr, "splitbench: -bin is required")
 		os.Exit(2)
 	}
-	if err := run(*bin, *meters, *rounds, *decryptors, *timeout); err != nil {
+	if (o.pub == "") != (o.dec == "") {
+		fmt.Fprintln(os.Stderr, "splitbench: -pub and -dec go together (an external broker for both)")
+		os.Exit(2)
+	}
+	if o.sub == "" {
+		o.sub, _, _ = strings.Cut(o.pub, ",")
+	}
+	o.shareGroup = "bench"
+	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "splitbench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(bin string, meters, rounds, decryptors int, timeout time.Duration) error {
+func run(o options) error {
 	dir, err := os.MkdirTemp("", "splitbench")
 	if err != nil {
 		return err
 	}
 	defer func() { _ = os.RemoveAll(dir) }()
 
-	mosq, addr, err := benchkit.Mosquitto(dir, "max_queued_messages 0\nmax_inflight_messages 0\n")
-	if err != nil {
-		return err
+	var mosq *exec.Cmd
+	if o.pub == "" {
+		var addr string
+		mosq, addr, err = benchkit.Mosquitto(dir, "max_queued_messages 0\nmax_inflight_messages 0\n")
+		if err != nil {
+			return err
+		}
+		defer func() { _ = mosq.Process.Kill() }()
+		o.pub, o.sub, o.dec = addr, addr, "mqtt://"+addr
 	}
-	defer func() { _ = mosq.Process.Kill() }()
 
 	// Meters, their keys, their frames.
-	fmt.Printf("preparing %d frames of %d meters…\n", meters*rounds, meters)
+	fmt.Printf("preparing %d frames of %d meters…\n", o.meters*o.rounds, o.meters)
 	var keys strings.Builder
-	sims := make([]*sim.Meter, meters)
+	sims := make([]*sim.Meter, o.meters)
 	for i := range sims {
 		k := decrypt.Key{0xB0, byte(i >> 8), byte(i), 0x11, byte(i * 13)}
 		sims[i] = sim.New(sim.Options{Key: k, MeterID: fmt.Sprintf("SAG12%011d", i+1), Seed: uint64(i), Start: time.Now()})
@@ -81,41 +116,33 @@ func run(bin string, meters, rounds, decryptors int, timeout time.Duration) erro
 	}
 	var frames []msg
 	start := time.Now()
-	for r := range rounds {
+	for r := range o.rounds {
 		for _, m := range sims {
-			frames = append(frames, msg{"smarty/raw/" + m.Title().String(), m.Frame(nil, start.Add(time.Duration(r)*10*time.Second))})
+			frames = append(frames, msg{o.prefix + "/raw/" + m.Title().String(), m.Frame(nil, start.Add(time.Duration(r)*10*time.Second))})
 		}
 	}
 	tg, _ := p1.Parse(sims[0].Telegram(start))
 	statesPer := len(tg.Objects)
-	if os.Getenv("COUNTERS") != "" {
-		statesPer = 1
-	}
 
-	// Subscriber: every state message.
-	var states atomic.Int64
-	var lastState atomic.Int64
-	sub, err := client(addr, "splitbench-sub", func(p paho.PublishReceived) {
-		t := p.Packet.Topic
-		if strings.HasPrefix(t, "smarty/SAG") && !strings.HasSuffix(t, "/availability") || os.Getenv("COUNTERS") != "" && strings.HasPrefix(t, "smarty/counter/") {
-			states.Add(1)
-			lastState.Store(time.Now().UnixNano())
-		}
-	})
+	// Subscriber: every state, counted per meter and object. A state is
+	// smarty/<meter>/<OBIS>: not …/attributes, …/availability, nor the
+	// reference power's topics.
+	count := newCounter(o.prefix)
+	sub, err := client(o.sub, "splitbench-sub", count.take)
 	if err != nil {
 		return err
 	}
-	if _, err := sub.Subscribe(context.Background(), &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: subTopic()}}}); err != nil {
+	if _, err := sub.Subscribe(context.Background(), &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: o.prefix + "/+/+"}}}); err != nil {
 		return err
 	}
 
 	// Decryptors.
 	var decs []*exec.Cmd
-	for i := range decryptors {
-		cmd := exec.Command(bin)
-		cmd.Env = append(os.Environ(), "SMARTY_MODE=decrypt", "SMARTY_MQTT_URL=mqtt://"+addr, "SMARTY_KEYS_FILE="+keysFile,
-			"SMARTY_SHARE_GROUP=bench", fmt.Sprintf("SMARTY_MQTT_CLIENT_ID=dec%d", i), "SMARTY_STATE_DIR="+filepath.Join(dir, fmt.Sprint("dec", i)),
-			"SMARTY_DISCOVERY=off", "SMARTY_LOG_LEVEL=warn", "SMARTY_METER_TIMEOUT=1h")
+	for i := range o.decryptors {
+		cmd := exec.Command(o.bin)
+		cmd.Env = append(os.Environ(), "SMARTY_MODE=decrypt", "SMARTY_MQTT_URL="+o.dec, "SMARTY_KEYS_FILE="+keysFile,
+			"SMARTY_SHARE_GROUP="+o.shareGroup, fmt.Sprintf("SMARTY_MQTT_CLIENT_ID=%s-dec%d", o.prefix, i), "SMARTY_STATE_DIR="+filepath.Join(dir, fmt.Sprint("dec", i)),
+			"SMARTY_TOPIC_PREFIX="+o.prefix, "SMARTY_DISCOVERY=off", "SMARTY_LOG_LEVEL=warn", "SMARTY_METER_TIMEOUT=1h")
 		cmd.Stderr = os.Stderr
 		if err := cmd.Start(); err != nil {
 			return err
@@ -130,43 +157,106 @@ func run(bin string, meters, rounds, decryptors int, timeout time.Duration) erro
 	}()
 	time.Sleep(2 * time.Second)
 
-	cpu0 := benchkit.CPUTime(mosq.Process.Pid)
+	var cpu0 time.Duration
+	if mosq != nil {
+		cpu0 = benchkit.CPUTime(mosq.Process.Pid)
+	}
 	var dcpu0 []time.Duration
 	for _, d := range decs {
 		dcpu0 = append(dcpu0, benchkit.CPUTime(d.Process.Pid))
 	}
-	pub, err := client(addr, "splitbench-pub", nil)
-	if err != nil {
-		return err
-	}
-	t0 := time.Now()
-	for _, f := range frames {
-		if _, err := pub.Publish(context.Background(), &paho.Publish{Topic: f.topic, Payload: f.frame, QoS: 1}); err != nil {
+	var pubs []*paho.Client
+	for i, addr := range strings.Split(o.pub, ",") {
+		c, err := client(addr, fmt.Sprintf("splitbench-pub%d", i), nil)
+		if err != nil {
 			return err
 		}
+		pubs = append(pubs, c)
+	}
+	t0 := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(pubs))
+	for i, c := range pubs {
+		wg.Go(func() {
+			for k := i; k < len(frames); k += len(pubs) {
+				if _, err := c.Publish(context.Background(), &paho.Publish{Topic: frames[k].topic, Payload: frames[k].frame, QoS: 1}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return err
 	}
 	published := time.Since(t0)
 	want := int64(len(frames) * statesPer)
-	deadline := time.Now().Add(timeout)
-	for states.Load() < want && time.Now().Before(deadline) {
+	deadline := time.Now().Add(o.timeout)
+	for count.states.Load() < want && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
-	elapsed := time.Duration(lastState.Load() - t0.UnixNano())
-	mcpu := benchkit.CPUTime(mosq.Process.Pid) - cpu0
+	time.Sleep(time.Second) // duplicates arrive after the last state
+	elapsed := time.Duration(count.last.Load() - t0.UnixNano())
 	var dcpu []string
 	for i, d := range decs {
 		dcpu = append(dcpu, (benchkit.CPUTime(d.Process.Pid) - dcpu0[i]).String())
 	}
-	got := states.Load()
-	fmt.Printf("decryptors %d, meters %d, frames %d (%d states each), published in %s\n", decryptors, meters, len(frames), statesPer, published.Round(time.Millisecond))
-	fmt.Printf("state messages received %d of %d (loss %d)\n", got, want, want-got)
-	fmt.Printf("sustained %.0f frames/s (%.0f state messages/s) until the last state arrived after %s\n",
+	got := count.states.Load()
+	lost, dup := count.telegrams(sims, o.rounds)
+	fmt.Printf("decryptors %d, meters %d, frames %d (%d states each), published in %s over %d broker(s)\n", o.decryptors, o.meters, len(frames), statesPer, published.Round(time.Millisecond), len(pubs))
+	fmt.Printf("states received %d of %d; telegrams lost %d, duplicated %d (by each meter's 1-0:1.8.1)\n", got, want, lost, dup)
+	fmt.Printf("sustained %.0f frames/s (%.0f states/s) until the last state arrived after %s\n",
 		float64(got)/float64(statesPer)/elapsed.Seconds(), float64(got)/elapsed.Seconds(), elapsed.Round(time.Millisecond))
-	fmt.Printf("CPU: broker %s, decryptors %s\n", mcpu, strings.Join(dcpu, " + "))
-	if got < want {
-		return fmt.Errorf("lost %d state messages", want-got)
+	broker := "external (not measured)"
+	if mosq != nil {
+		broker = (benchkit.CPUTime(mosq.Process.Pid) - cpu0).String()
+	}
+	fmt.Printf("CPU: broker %s, decryptors %s\n", broker, strings.Join(dcpu, " + "))
+	if lost > 0 || dup > 0 || got != want {
+		return fmt.Errorf("%d telegrams lost, %d duplicated, %d of %d states", lost, dup, got, want)
 	}
 	return nil
+}
+
+// counter counts states per topic.
+type counter struct {
+	prefix string
+	mu     sync.Mutex
+	n      map[string]int
+	states atomic.Int64
+	last   atomic.Int64 // when the last state arrived, Unix ns
+}
+
+func newCounter(prefix string) *counter { return &counter{prefix: prefix, n: map[string]int{}} }
+
+func (c *counter) take(p paho.PublishReceived) {
+	meter, obis, ok := strings.Cut(strings.TrimPrefix(p.Packet.Topic, c.prefix+"/"), "/")
+	if !ok || !strings.HasPrefix(meter, "SAG") {
+		return
+	}
+	if _, err := p1.ParseOBIS(obis); err != nil {
+		return
+	}
+	c.mu.Lock()
+	c.n[p.Packet.Topic]++
+	c.mu.Unlock()
+	c.states.Add(1)
+	c.last.Store(time.Now().UnixNano())
+}
+
+// telegrams counts, per meter, the telegrams that arrived short of rounds
+// or beyond it: one state of 1-0:1.8.1 per telegram.
+func (c *counter) telegrams(sims []*sim.Meter, rounds int) (lost, dup int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, m := range sims {
+		n := c.n[c.prefix+"/"+m.ID()+"/1-0:1.8.1"]
+		lost += max(0, rounds-n)
+		dup += max(0, n-rounds)
+	}
+	return lost, dup
 }
 
 func client(addr, id string, on func(paho.PublishReceived)) (*paho.Client, error) {
@@ -185,10 +275,3 @@ func client(addr, id string, on func(paho.PublishReceived)) (*paho.Client, error
 }
 
 func ptr[T any](v T) *T { return &v }
-
-func subTopic() string {
-	if os.Getenv("COUNTERS") != "" {
-		return "smarty/counter/#"
-	}
-	return "smarty/#"
-}
