@@ -9,6 +9,7 @@ import (
 
 	"github.com/smartybridge/smartybridge/decrypt"
 	"github.com/smartybridge/smartybridge/internal/testenv"
+	"github.com/smartybridge/smartybridge/p1/sim"
 )
 
 // TestBrokerOrderSpreads: instances start at different brokers of a list
@@ -119,4 +120,36 @@ func TestForwarderResendsOnTheNextBroker(t *testing.T) {
 	testenv.WaitFor(t, 10*time.Second, "the frame decrypted after the move", func() bool { return dec.Stats().Telegrams == 1 })
 	testenv.WaitFor(t, 10*time.Second, "the frame confirmed", func() bool { return fwd.Queued() == 0 })
 	t.Logf("decrypted and confirmed %v after the kill", time.Since(killed).Round(time.Millisecond))
+}
+
+// TestForwardersOfOtherMetersStayQuiet: forwarders of two meters on one
+// broker, each trusting only its own meter's confirmation key, see each
+// other's confirmations: they ignore them without calling them forged.
+func TestForwardersOfOtherMetersStayQuiet(t *testing.T) {
+	broker := testenv.Mosquitto(t, "")
+	logs := &logBuffer{}
+	m := sim.New(sim.Options{Start: time.Now(), Seed: 9})
+	keys := sysKeys(t)
+	keys.Keys[m.Title()] = sim.DemoKey
+	dec, _ := runDecryptor(t, opts(t, broker.URL, "dec", logs, keys), SplitOptions{StateDir: t.TempDir()})
+	var fwds []*Forwarder
+	srcs := []*slowReader{{}, {}}
+	for i, k := range []decrypt.Key{*key(t, testKey), sim.DemoKey} {
+		f, _ := runForwarder(t, opts(t, broker.URL, fmt.Sprintf("fwd%d", i), logs, decrypt.Options{}),
+			ForwardOptions{ConfirmKey: deriveConfirmKey(k).pub}, srcs[i])
+		fwds = append(fwds, f)
+	}
+	waitOnline(t, broker.URL, "dec")
+	srcs[0].feed(sealed(t, 1))
+	srcs[1].feed(m.Frame(nil, time.Now()))
+	testenv.WaitFor(t, 10*time.Second, "both meters decoded", func() bool { return dec.Stats().Telegrams == 2 })
+	for _, f := range fwds {
+		testenv.WaitFor(t, 10*time.Second, "settled", func() bool { return f.Queued() == 0 })
+		if f.Forged() != 0 {
+			t.Errorf("%d confirmations called forged", f.Forged())
+		}
+	}
+	if strings.Contains(logs.String(), "not signed with the key trusted") {
+		t.Errorf("a forwarder warned of the other meter's confirmations:\n%s", logs)
+	}
 }

@@ -153,6 +153,8 @@ func (b *Bridge) RunDecrypt(ctx context.Context, o SplitOptions) error {
 	b.startReport(discovery.ModeDecrypt)
 	if b.o.Discovery == discovery.Off {
 		b.sw.disable() // an operator's broker: no configs to move (switch.go)
+	} else {
+		b.sw.lookAtAll()
 	}
 	for t, k := range d.keys.byTitle {
 		b.log.Info("confirmations of this meter are signed with", "meter", t.String(), "confirm_key", fmt.Sprintf("%x", []byte(k.pub)))

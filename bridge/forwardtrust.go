@@ -21,9 +21,14 @@ func (f *Forwarder) message(topic string, payload []byte) {
 	if !ok {
 		return
 	}
-	c, pub, err := parseConfirmation(title, payload)
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if !f.titles[title] && !slices.ContainsFunc(f.entries, func(e *entry) bool { return e.title == title }) {
+		// Another forwarder's meter on the same broker: its confirmations
+		// settle nothing here, and the key trusted here is not its.
+		return
+	}
+	c, pub, err := parseConfirmation(title, payload)
 	ok = err == nil && f.trusted(title, pub, c)
 	if !ok && err == nil && f.fo.ConfirmKey == nil && f.pins[title] == "" {
 		// A meter no decryptor confirmed yet, and nothing here to check

@@ -109,12 +109,16 @@ func (n *node) run(ctx context.Context, co connectOptions, p part, loops []func(
 	loopCtx, stopLoops := context.WithCancel(ctx)
 	defer stopLoops()
 	n.sw.begin(loopCtx)
+	// The own device is announced after its discovery topics were probed
+	// (switch.go); registered before the first connection announces it.
+	startProbe := n.sw.add(discovery.BridgeNode(n.o.MQTT.ClientID))
 	c, err := dial(connCtx, n.o.MQTT, co, n.log)
 	if err != nil {
 		return err
 	}
 	n.conn, n.pub = c, c
 	close(n.ready)
+	startProbe()
 
 	var wg sync.WaitGroup
 	if n.report != nil {

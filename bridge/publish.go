@@ -29,6 +29,7 @@ func (b *Bridge) handle(ctx context.Context, tg *p1.Telegram, from p1.Origin) bo
 			texts: map[p1.OBIS]string{}, authentic: from.Encrypted}
 		b.meters[id] = m
 		b.log.Info("reading meter", "meter", id, "header", string(tg.Header))
+		defer b.sw.add(id)() // registered now, started after b.mu is released
 	}
 	if m.quarterTopics == nil {
 		m.quarterTopics = newQuarterTopics(b.o.TopicPrefix, id)

@@ -134,7 +134,7 @@ func (f *Forwarder) startReport() {
 // earlier style left (switch.go).
 func (f *Forwarder) announceSelf(ctx context.Context) {
 	node := discovery.BridgeNode(f.o.MQTT.ClientID)
-	f.sw.waitReady(ctx)
+	f.sw.waitReady(ctx, node)
 	msgs := f.selfDiscovery()
 	if _, stale := f.sw.probed(node, msgs); !f.sw.publish(ctx, node, msgs, stale) {
 		f.log.Debug("discovery not published")

@@ -3,6 +3,7 @@ package bridge
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"sort"
 	"strings"
@@ -16,18 +17,24 @@ import (
 
 // Switching SMARTY_DISCOVERY between device, entity and off would leave the
 // other style's retained configs behind: Home Assistant would then see two
-// configs with the same unique ids. On every connection the switcher
-// subscribes once to the discovery topics of both styles, for every node
-// (one wildcard subscription, not one per meter: on a clustered broker a
-// SUBSCRIBE costs a consensus round), and keeps the topics that hold a
-// config of smartybridge (its origin). Nodes are announced once those
-// retained messages had a moment to arrive. A config of the other style is
-// moved the way Home Assistant documents: {"migrate_discovery": true} on
-// the old topic (Home Assistant unloads its entities and keeps them in the
-// registry), an empty payload that deletes the old retained message (not
-// on a device topic: see publishSwitched), then the new config. With
-// discovery off, old configs are deleted; a decryptor with discovery off
-// does not look at all (an operator's broker, no Home Assistant).
+// configs with the same unique ids. Before a node (a meter, or the
+// instance's own device) is first announced, the switcher subscribes to
+// its discovery topics of both styles and waits a moment for the broker's
+// retained messages; it keeps the topics that hold a config of smartybridge
+// (its origin). A decryptor, which may serve thousands of meters, instead
+// subscribes once per connection to those topics of every node (a
+// wildcard: on a clustered broker a SUBSCRIBE costs a consensus round, and
+// one per meter held new meters back for seconds), and a decryptor with
+// discovery off does not look at all (an operator's broker). Bridge and
+// forward mode keep to their own nodes: a wildcard would also bring every
+// other device's config, some larger than the packets they accept (which
+// some brokers answer by closing the connection).
+//
+// A config of the other style is moved the way Home Assistant documents:
+// {"migrate_discovery": true} on the old topic (Home Assistant unloads its
+// entities and keeps them in the registry), an empty payload that deletes
+// the old retained message (not on a device topic: see publishSwitched),
+// then the new config. With discovery off, old configs are deleted.
 
 // probeWait is how long the retained configs get to arrive.
 const probeWait = 500 * time.Millisecond
@@ -37,8 +44,12 @@ var migratePayload = []byte(`{"migrate_discovery":true}`)
 // ourOrigin is in every config smartybridge publishes (discovery.origin).
 var ourOrigin = []byte(`"origin":{"name":"smartybridge"`)
 
-// maxFound bounds the config topics kept (a decryptor of many meters).
-const maxFound = 100000
+// maxFound bounds the config topics kept, and maxProbes the nodes probed
+// (a decryptor of many meters).
+const (
+	maxFound  = 100000
+	maxProbes = 10000
+)
 
 // switcher finds and moves an instance's discovery of another style; the
 // Bridge and the Forwarder each have one.
@@ -53,26 +64,36 @@ type switcher struct {
 	mu       sync.Mutex
 	found    map[string]map[string]bool // node → topics holding one of our configs
 	nFound   int
-	full     bool          // maxFound reached (logged once)
-	off      bool          // no looking (disable)
-	synced   chan struct{} // closed once the first look had its time
+	full     bool                     // maxFound reached (logged once)
+	probes   map[string]chan struct{} // per node, closed when its probe had its time
+	wildcard bool                     // one look at every node per connection (lookAtAll)
+	off      bool                     // no looking (disable)
+	synced   chan struct{}            // wildcard: closed once the first look had its time
 	syncOnce sync.Once
 	ctx      context.Context // ends with the instance's loops
 	wg       sync.WaitGroup
 }
 
 func newSwitcher(prefix string, style discovery.Style, log *slog.Logger) *switcher {
-	return &switcher{prefix: prefix, style: style, log: log, found: map[string]map[string]bool{}, synced: make(chan struct{})}
+	return &switcher{prefix: prefix, style: style, log: log, found: map[string]map[string]bool{},
+		probes: map[string]chan struct{}{}, synced: make(chan struct{})}
 }
 
-// begin sets the context the looks run in.
+// begin sets the context the probes run in.
 func (s *switcher) begin(ctx context.Context) {
 	s.mu.Lock()
 	s.ctx = ctx
 	s.mu.Unlock()
 }
 
-// disable makes every node ready without looking.
+// lookAtAll makes the switcher look at every node with one subscription
+// per connection (decrypt mode); disable makes it not look at all.
+func (s *switcher) lookAtAll() {
+	s.mu.Lock()
+	s.wildcard = true
+	s.mu.Unlock()
+}
+
 func (s *switcher) disable() {
 	s.mu.Lock()
 	s.off = true
@@ -84,43 +105,50 @@ func (s *switcher) markSynced() {
 	s.syncOnce.Do(func() { close(s.synced) })
 }
 
-func (s *switcher) ready() bool {
-	select {
-	case <-s.synced:
-		return true
-	default:
-		return false
+// filters are the discovery topics of node ("+": every node).
+func (s *switcher) filters(node string) []paho.SubscribeOptions {
+	nodeFilter := s.prefix + "/%s/" + node + "/+/config"
+	return []paho.SubscribeOptions{
+		{Topic: s.prefix + "/device/" + node + "/config", QoS: 1},
+		{Topic: fmt.Sprintf(nodeFilter, "sensor"), QoS: 1},
+		{Topic: fmt.Sprintf(nodeFilter, "binary_sensor"), QoS: 1},
+		{Topic: fmt.Sprintf(nodeFilter, "number"), QoS: 1}, // the reference power's settings
 	}
 }
 
-// look subscribes to the discovery topics of every node (again after a
-// reconnection: the broker may be another one) and, the first time, lets
-// the retained configs arrive before nodes are announced.
-func (s *switcher) look() {
-	s.mu.Lock()
-	ctx, off := s.ctx, s.off
-	s.mu.Unlock()
-	if off || ctx == nil || ctx.Err() != nil {
+// subscribe subscribes to filters and, when wait, lets the retained
+// configs arrive.
+func (s *switcher) subscribe(ctx context.Context, filters []paho.SubscribeOptions, wait bool) {
+	c := s.conn()
+	if c == nil {
 		return
 	}
-	first := !s.ready()
-	s.wg.Go(func() {
-		if c := s.conn(); c != nil {
-			subs := []paho.SubscribeOptions{
-				{Topic: s.prefix + "/device/+/config", QoS: 1},
-				{Topic: s.prefix + "/sensor/+/+/config", QoS: 1},
-				{Topic: s.prefix + "/binary_sensor/+/+/config", QoS: 1},
-				{Topic: s.prefix + "/number/+/+/config", QoS: 1}, // the reference power's settings
-			}
-			if err := c.subscribeWith(ctx, subs); err != nil {
-				s.log.Debug("cannot look for discovery of another style", "err", err)
-			} else if first {
-				select {
-				case <-time.After(probeWait):
-				case <-ctx.Done():
-				}
-			}
+	c.awaitConnection(ctx, 10*time.Second)
+	if err := c.subscribeWith(ctx, filters); err != nil {
+		s.log.Debug("cannot look for discovery of another style", "filter", filters[0].Topic, "err", err)
+		return
+	}
+	if wait {
+		select {
+		case <-time.After(probeWait):
+		case <-ctx.Done():
 		}
+	}
+}
+
+// look runs after every connection: with the wildcard it subscribes again
+// (the broker may be another node) and, the first time, lets the retained
+// configs arrive before nodes are announced.
+func (s *switcher) look() {
+	s.mu.Lock()
+	ctx, wildcard, off := s.ctx, s.wildcard, s.off
+	s.mu.Unlock()
+	if !wildcard || off || ctx == nil || ctx.Err() != nil {
+		return
+	}
+	first := !s.ready("")
+	s.wg.Go(func() {
+		s.subscribe(ctx, s.filters("+"), first)
 		if first {
 			s.markSynced()
 			if s.trigger != nil {
@@ -130,11 +158,58 @@ func (s *switcher) look() {
 	})
 }
 
-// waitReady waits until nodes may be announced (or ctx ends).
-func (s *switcher) waitReady(ctx context.Context) {
+// add registers node as not yet ready, so that it is not announced before
+// its probe, and returns what starts the probe: the caller may hold its
+// own locks while registering. With the wildcard (or none) it does nothing.
+func (s *switcher) add(node string) (start func()) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.probes[node]; ok || s.wildcard || s.off || len(s.probes) >= maxProbes {
+		return func() {}
+	}
+	done := make(chan struct{})
+	s.probes[node] = done
+	ctx := s.ctx
+	return func() {
+		s.wg.Go(func() {
+			if ctx != nil {
+				s.subscribe(ctx, s.filters(node), true)
+			}
+			close(done)
+			if s.trigger != nil {
+				s.trigger()
+			}
+		})
+	}
+}
+
+// ready reports whether node may be announced.
+func (s *switcher) ready(node string) bool {
+	s.mu.Lock()
+	wait, ok := s.probes[node]
+	if s.wildcard {
+		wait, ok = s.synced, true
+	}
+	s.mu.Unlock()
+	if !ok {
+		return true
+	}
 	select {
-	case <-s.synced:
-	case <-ctx.Done():
+	case <-wait:
+		return true
+	default:
+		return false
+	}
+}
+
+// waitReady waits until node may be announced (or ctx ends).
+func (s *switcher) waitReady(ctx context.Context, node string) {
+	for !s.ready(node) {
+		select {
+		case <-time.After(20 * time.Millisecond):
+		case <-ctx.Done():
+			return
+		}
 	}
 }
 
@@ -194,7 +269,7 @@ func (s *switcher) message(topic string, payload []byte) bool {
 // probed reports whether node may be announced, and the topics of another
 // style found for it: those holding a config of ours not among msgs.
 func (s *switcher) probed(node string, msgs []discovery.Message) (ready bool, stale []string) {
-	if !s.ready() {
+	if !s.ready(node) {
 		return false, nil
 	}
 	s.mu.Lock()

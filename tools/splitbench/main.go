@@ -15,6 +15,10 @@
 //	go run ./tools/splitbench -bin /tmp/smartybridge -decryptors 2 \
 //	    -pub 127.0.0.1:1885 -dec mqtt://127.0.0.1:1883,mqtt://127.0.0.1:1884 -sub 127.0.0.1:1885
 //
+// Or let it start an rmqtt cluster of its own on 127.0.0.1 (-rmqtt 3; the
+// binary from tools/rmqtt/setup.sh): frames are published to every node,
+// the decryptors get all of them, the subscriber counts on node 1.
+//
 // The run is bounded by -meters × -rounds frames and -timeout.
 package main
 
@@ -35,6 +39,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/smartybridge/smartybridge/decrypt"
+	"github.com/smartybridge/smartybridge/internal/testenv"
 	"github.com/smartybridge/smartybridge/p1"
 	"github.com/smartybridge/smartybridge/p1/sim"
 	"github.com/smartybridge/smartybridge/tools/internal/benchkit"
@@ -46,6 +51,8 @@ type options struct {
 	decryptors         int
 	timeout            time.Duration
 	pub, dec, sub      string // external brokers; empty: an own mosquitto
+	rmqtt              int    // nodes of an own rmqtt cluster instead
+	rate               int    // frames per second at most (0: as fast as the broker takes them)
 	shareGroup, prefix string
 }
 
@@ -60,6 +67,8 @@ func main() {
 	flag.StringVar(&o.dec, "dec", "", "the decryptors' SMARTY_MQTT_URL (default: the own mosquitto)")
 	flag.StringVar(&o.sub, "sub", "", "host:port of the broker the states are counted on (default: the first of -pub)")
 	flag.StringVar(&o.prefix, "prefix", "smarty", "topic prefix (a run per prefix keeps runs on one cluster apart)")
+	flag.IntVar(&o.rate, "rate", 0, "publish at most this many frames per second in all (0: as fast as the broker takes them)")
+	flag.IntVar(&o.rmqtt, "rmqtt", 0, "start an rmqtt cluster of this many nodes (tools/rmqtt/setup.sh builds rmqttd) instead of mosquitto")
 	flag.Parse()
 	if o.bin == "" {
 		fmt.Fprintln(os.Stderr, "splitbench: -bin is required")
@@ -87,7 +96,32 @@ func run(o options) error {
 	defer func() { _ = os.RemoveAll(dir) }()
 
 	var mosq *exec.Cmd
-	if o.pub == "" {
+	var brokerPids []int
+	switch {
+	case o.rmqtt > 0:
+		var dirs []string
+		for i := range o.rmqtt {
+			d := filepath.Join(dir, fmt.Sprint("node", i+1))
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				return err
+			}
+			dirs = append(dirs, d)
+		}
+		cluster, err := testenv.StartCluster(testenv.RMQTTBinary(), dirs, 1000000)
+		if cluster != nil {
+			defer cluster.Kill()
+		}
+		if err != nil {
+			return err
+		}
+		var addrs []string
+		for _, n := range cluster.Nodes {
+			addrs = append(addrs, strings.TrimPrefix(n.URL, "mqtt://"))
+			brokerPids = append(brokerPids, n.Pid())
+		}
+		o.pub, o.dec, o.sub = strings.Join(addrs, ","), cluster.URLs(), addrs[0]
+		time.Sleep(2 * time.Second) // the cluster settles
+	case o.pub == "":
 		var addr string
 		mosq, addr, err = benchkit.Mosquitto(dir, "max_queued_messages 0\nmax_inflight_messages 0\n")
 		if err != nil {
@@ -95,6 +129,7 @@ func run(o options) error {
 		}
 		defer func() { _ = mosq.Process.Kill() }()
 		o.pub, o.sub, o.dec = addr, addr, "mqtt://"+addr
+		brokerPids = []int{mosq.Process.Pid}
 	}
 
 	// Meters, their keys, their frames.
@@ -157,10 +192,13 @@ func run(o options) error {
 	}()
 	time.Sleep(2 * time.Second)
 
-	var cpu0 time.Duration
-	if mosq != nil {
-		cpu0 = benchkit.CPUTime(mosq.Process.Pid)
+	brokerCPU := func() (d time.Duration) {
+		for _, pid := range brokerPids {
+			d += benchkit.CPUTime(pid)
+		}
+		return d
 	}
+	cpu0 := brokerCPU()
 	var dcpu0 []time.Duration
 	for _, d := range decs {
 		dcpu0 = append(dcpu0, benchkit.CPUTime(d.Process.Pid))
@@ -179,6 +217,10 @@ func run(o options) error {
 	for i, c := range pubs {
 		wg.Go(func() {
 			for k := i; k < len(frames); k += len(pubs) {
+				if o.rate > 0 {
+					// Frame k is due at k/rate seconds after the start.
+					time.Sleep(time.Until(t0.Add(time.Duration(k) * time.Second / time.Duration(o.rate))))
+				}
 				if _, err := c.Publish(context.Background(), &paho.Publish{Topic: frames[k].topic, Payload: frames[k].frame, QoS: 1}); err != nil {
 					errs <- err
 					return
@@ -206,12 +248,12 @@ func run(o options) error {
 	got := count.states.Load()
 	lost, dup := count.telegrams(sims, o.rounds)
 	fmt.Printf("decryptors %d, meters %d, frames %d (%d states each), published in %s over %d broker(s)\n", o.decryptors, o.meters, len(frames), statesPer, published.Round(time.Millisecond), len(pubs))
-	fmt.Printf("states received %d of %d; telegrams lost %d, duplicated %d (by each meter's 1-0:1.8.1)\n", got, want, lost, dup)
+	fmt.Printf("states received %d of %d; telegrams lost %d, duplicated %d (by each meter's 1-0:1.8.0)\n", got, want, lost, dup)
 	fmt.Printf("sustained %.0f frames/s (%.0f states/s) until the last state arrived after %s\n",
 		float64(got)/float64(statesPer)/elapsed.Seconds(), float64(got)/elapsed.Seconds(), elapsed.Round(time.Millisecond))
 	broker := "external (not measured)"
-	if mosq != nil {
-		broker = (benchkit.CPUTime(mosq.Process.Pid) - cpu0).String()
+	if len(brokerPids) > 0 {
+		broker = (brokerCPU() - cpu0).String()
 	}
 	fmt.Printf("CPU: broker %s, decryptors %s\n", broker, strings.Join(dcpu, " + "))
 	if lost > 0 || dup > 0 || got != want {
@@ -247,12 +289,12 @@ func (c *counter) take(p paho.PublishReceived) {
 }
 
 // telegrams counts, per meter, the telegrams that arrived short of rounds
-// or beyond it: one state of 1-0:1.8.1 per telegram.
+// or beyond it: one state of 1-0:1.8.0 per telegram.
 func (c *counter) telegrams(sims []*sim.Meter, rounds int) (lost, dup int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, m := range sims {
-		n := c.n[c.prefix+"/"+m.ID()+"/1-0:1.8.1"]
+		n := c.n[c.prefix+"/"+m.ID()+"/1-0:1.8.0"]
 		lost += max(0, rounds-n)
 		dup += max(0, n-rounds)
 	}
