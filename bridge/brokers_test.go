@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"bytes"
 	"fmt"
 	"net/url"
 	"strings"
@@ -151,5 +152,54 @@ func TestForwardersOfOtherMetersStayQuiet(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), "not signed with the key trusted") {
 		t.Errorf("a forwarder warned of the other meter's confirmations:\n%s", logs)
+	}
+}
+
+// TestBridgeMovesToTheNextBroker: bridge mode given two brokers goes on
+// on the other one when its broker is killed, and publishes there what
+// the meter sends next.
+func TestBridgeMovesToTheNextBroker(t *testing.T) {
+	brokers := []*testenv.Broker{testenv.Mosquitto(t, ""), testenv.Mosquitto(t, "")}
+	logs := &logBuffer{}
+	o := opts(t, brokers[0].URL, "hub", logs, decrypt.Options{Key: key(t, testKey)})
+	other, _ := url.Parse(brokers[1].URL)
+	o.MQTT.MoreURLs = []*url.URL{other}
+	src := &slowReader{}
+	start(t, o, src)
+	subs := []*testenv.Subscriber{testenv.Subscribe(t, brokers[0].URL, "smarty/#"), testenv.Subscribe(t, brokers[1].URL, "smarty/#")}
+	on := -1
+	testenv.WaitFor(t, 10*time.Second, "online on one broker", func() bool {
+		for i, s := range subs {
+			if v, _ := s.Get("smarty/status/hub"); v == "online" {
+				on = i
+				return true
+			}
+		}
+		return false
+	})
+	brokers[on].Kill()
+	next := 1 - on
+	subs[next].WaitValue("smarty/status/hub", "online", 10*time.Second)
+	src.feed(sealed(t, 1))
+	subs[next].WaitValue("smarty/SAG1030700012701/1-0:1.8.0", "273.764", 10*time.Second)
+}
+
+// TestDecryptorDropsOversizedRawAtOnce: a decryptor that looks at every
+// node's discovery accepts packets up to 1 MB; a raw message larger than
+// any frame is counted and dropped before it is queued, and frames after
+// it decode.
+func TestDecryptorDropsOversizedRawAtOnce(t *testing.T) {
+	broker := testenv.Mosquitto(t, "")
+	logs := &logBuffer{}
+	dec, _ := runDecryptor(t, opts(t, broker.URL, "dec", logs, sysKeys(t)), SplitOptions{StateDir: t.TempDir()})
+	waitOnline(t, broker.URL, "dec")
+	pub := testenv.Subscribe(t, broker.URL)
+	for range 3 {
+		publishRaw(t, pub.Client, "smarty/raw/"+sysTitle.String(), bytes.Repeat([]byte{0xDB}, 300<<10))
+	}
+	publishRaw(t, pub.Client, "smarty/raw/"+sysTitle.String(), sealed(t, 1))
+	testenv.WaitFor(t, 10*time.Second, "the frame after them", func() bool { return dec.Stats().Telegrams == 1 })
+	if dec.Garbage() != 3 || strings.Count(logs.String(), "larger than any frame") != 1 {
+		t.Errorf("%d oversized counted, warnings:\n%s", dec.Garbage(), logs)
 	}
 }

@@ -137,6 +137,12 @@ func newDecryptor(b *Bridge, o SplitOptions) *decryptor {
 // dropped (decryptor.handle).
 const maxRawPacket = max(p1.MaxFrameLen+1024, 64<<10)
 
+// maxLookPacket is a decryptor's Maximum Packet Size when it looks at
+// every node's discovery (switch.go): other devices' configs come too, and
+// some brokers (rmqtt) close a connection rather than drop a message over
+// the client's maximum. 1 MB is the usual broker's own limit.
+const maxLookPacket = 1 << 20
+
 // RunDecrypt runs decrypt mode: frames come from the broker instead of a
 // port. It returns when ctx is done.
 func (b *Bridge) RunDecrypt(ctx context.Context, o SplitOptions) error {
@@ -151,10 +157,12 @@ func (b *Bridge) RunDecrypt(ctx context.Context, o SplitOptions) error {
 	b.book.load(b.log)
 	b.quarters.load(b.log)
 	b.startReport(discovery.ModeDecrypt)
+	co := connectOptions{sessionExpiry: uint32(o.SessionExpiry / time.Second), maxPacket: maxRawPacket}
 	if b.o.Discovery == discovery.Off {
 		b.sw.disable() // an operator's broker: no configs to move (switch.go)
 	} else {
 		b.sw.lookAtAll()
+		co.maxPacket = maxLookPacket
 	}
 	for t, k := range d.keys.byTitle {
 		b.log.Info("confirmations of this meter are signed with", "meter", t.String(), "confirm_key", fmt.Sprintf("%x", []byte(k.pub)))
@@ -163,7 +171,6 @@ func (b *Bridge) RunDecrypt(ctx context.Context, o SplitOptions) error {
 		b.log.Info("confirmations of meters under SMARTY_KEY are signed with", "confirm_key", fmt.Sprintf("%x", []byte(d.keys.def.pub)),
 			"hint", "set SMARTY_CONFIRM_KEY to this on the forwarders")
 	}
-	co := connectOptions{sessionExpiry: uint32(o.SessionExpiry / time.Second), maxPacket: maxRawPacket}
 	err := b.run(ctx, co, d, false, func(ctx context.Context) error {
 		var wg sync.WaitGroup
 		wg.Go(func() { b.saver(ctx) })
@@ -241,6 +248,13 @@ func (d *decryptor) take(topic string, payload []byte) bool {
 	switch {
 	case strings.HasPrefix(topic, prefix+"raw/"):
 		d.b.bytesIn.Add(int64(len(payload))) // what the Problem sensor sees arrive
+		if len(payload) > p1.MaxFrameLen {
+			// Never queued: the queue holds 4096 frames, not 4096 of
+			// whatever size the broker lets through.
+			d.b.counts.oversized.Add(1)
+			d.warnLimited("oversized", "a message on a raw topic is larger than any frame; ignored", "topic", topic, "bytes", len(payload), "max", p1.MaxFrameLen)
+			return true
+		}
 		// The frame outlives the callback. A full queue holds up paho, and
 		// so the broker: back-pressure instead of loss.
 		select {
@@ -296,15 +310,11 @@ func (d *decryptor) loop(ctx context.Context) {
 	}
 }
 
-// handle checks, decrypts and publishes one forwarded frame.
+// handle checks, decrypts and publishes one forwarded frame (take has
+// turned away what is larger than any frame).
 func (d *decryptor) handle(ctx context.Context, f rawFrame) {
 	b := d.b
 	id := f.topic[strings.LastIndexByte(f.topic, '/')+1:]
-	if len(f.payload) > p1.MaxFrameLen {
-		d.b.counts.oversized.Add(1)
-		d.warnLimited("oversized", "a message on a raw topic is larger than any frame; ignored", "topic", f.topic, "bytes", len(f.payload), "max", p1.MaxFrameLen)
-		return
-	}
 	if len(f.payload) > 0 && f.payload[0] == '/' {
 		d.handlePlain(ctx, id, f.payload)
 		return

@@ -53,6 +53,7 @@ type options struct {
 	pub, dec, sub      string // external brokers; empty: an own mosquitto
 	rmqtt              int    // nodes of an own rmqtt cluster instead
 	rate               int    // frames per second at most (0: as fast as the broker takes them)
+	discovery          string // the decryptors' SMARTY_DISCOVERY
 	shareGroup, prefix string
 }
 
@@ -67,6 +68,7 @@ func main() {
 	flag.StringVar(&o.dec, "dec", "", "the decryptors' SMARTY_MQTT_URL (default: the own mosquitto)")
 	flag.StringVar(&o.sub, "sub", "", "host:port of the broker the states are counted on (default: the first of -pub)")
 	flag.StringVar(&o.prefix, "prefix", "smarty", "topic prefix (a run per prefix keeps runs on one cluster apart)")
+	flag.StringVar(&o.discovery, "discovery", "off", "the decryptors' SMARTY_DISCOVERY (device: they publish Home Assistant discovery for every meter too)")
 	flag.IntVar(&o.rate, "rate", 0, "publish at most this many frames per second in all (0: as fast as the broker takes them)")
 	flag.IntVar(&o.rmqtt, "rmqtt", 0, "start an rmqtt cluster of this many nodes (tools/rmqtt/setup.sh builds rmqttd) instead of mosquitto")
 	flag.Parse()
@@ -177,7 +179,7 @@ func run(o options) error {
 		cmd := exec.Command(o.bin)
 		cmd.Env = append(os.Environ(), "SMARTY_MODE=decrypt", "SMARTY_MQTT_URL="+o.dec, "SMARTY_KEYS_FILE="+keysFile,
 			"SMARTY_SHARE_GROUP="+o.shareGroup, fmt.Sprintf("SMARTY_MQTT_CLIENT_ID=%s-dec%d", o.prefix, i), "SMARTY_STATE_DIR="+filepath.Join(dir, fmt.Sprint("dec", i)),
-			"SMARTY_TOPIC_PREFIX="+o.prefix, "SMARTY_DISCOVERY=off", "SMARTY_LOG_LEVEL=warn", "SMARTY_METER_TIMEOUT=1h")
+			"SMARTY_TOPIC_PREFIX="+o.prefix, "SMARTY_DISCOVERY="+o.discovery, "SMARTY_LOG_LEVEL=warn", "SMARTY_METER_TIMEOUT=1h")
 		cmd.Stderr = os.Stderr
 		if err := cmd.Start(); err != nil {
 			return err
