@@ -87,9 +87,13 @@ type connectOptions struct {
 	// sessionExpiry > 0 keeps the session (and its subscriptions and queued
 	// QoS 1 messages) on the broker across disconnections, for decryptors.
 	sessionExpiry uint32
-	onUp          func()                             // after every (re)connection; must not block
-	onMessage     func(topic string, payload []byte) // every received message
-	keepAlive     uint16                             // seconds; 0 means 30
+	onUp          func() // after every (re)connection; must not block
+	// beforeUp runs before the connection counts as up (isUp), so that
+	// what is published on it already sees the new connection's
+	// generation; must not block.
+	beforeUp  func()
+	onMessage func(topic string, payload []byte) // every received message
+	keepAlive uint16                             // seconds; 0 means 30
 	// maxPacket > 0 tells the broker the largest packet we take (MQTT 5
 	// Maximum Packet Size): it drops larger messages instead of sending
 	// them, so that no client can make us buffer megabytes.
@@ -132,6 +136,9 @@ func dial(ctx context.Context, o MQTTOptions, co connectOptions, log *slog.Logge
 			// as this one counts as up (hold.go): it must be the pinger's.
 			if lc := c.current.Load(); lc != nil {
 				c.ping.adopt(*lc)
+			}
+			if co.beforeUp != nil {
+				co.beforeUp()
 			}
 			c.up.Store(true)
 			writeHealth(log, o.HealthFile, "up")

@@ -97,8 +97,11 @@ func (n *node) run(ctx context.Context, co connectOptions, p part, loops []func(
 	defer stopConn()
 	n.part = p
 	co.statusTopic = n.statusTopic
+	// A telegram published between "up" and a new generation would
+	// count as the old connection's: its message attributes went out
+	// twice (publish.go, textAttributes).
+	co.beforeUp = func() { n.connGen.Add(1) }
 	co.onUp = func() {
-		n.connGen.Add(1)
 		if n.report != nil {
 			n.report.again()
 		}
