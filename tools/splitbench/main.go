@@ -52,6 +52,7 @@ type options struct {
 	timeout            time.Duration
 	pub, dec, sub      string // external brokers; empty: an own mosquitto
 	rmqtt              int    // nodes of an own rmqtt cluster instead
+	decNodes           int    // with rmqtt: the decryptors get the first decNodes nodes (0: all)
 	rate               int    // frames per second at most (0: as fast as the broker takes them)
 	discovery          string // the decryptors' SMARTY_DISCOVERY
 	shareGroup, prefix string
@@ -70,6 +71,7 @@ func main() {
 	flag.StringVar(&o.prefix, "prefix", "smarty", "topic prefix (a run per prefix keeps runs on one cluster apart)")
 	flag.StringVar(&o.discovery, "discovery", "off", "the decryptors' SMARTY_DISCOVERY (device: they publish Home Assistant discovery for every meter too)")
 	flag.IntVar(&o.rate, "rate", 0, "publish at most this many frames per second in all (0: as fast as the broker takes them)")
+	flag.IntVar(&o.decNodes, "dec-nodes", 0, "with -rmqtt: give the decryptors only the first this many nodes (0: all; 1 for a binary that takes one broker)")
 	flag.IntVar(&o.rmqtt, "rmqtt", 0, "start an rmqtt cluster of this many nodes (tools/rmqtt/setup.sh builds rmqttd) instead of mosquitto")
 	flag.Parse()
 	if o.bin == "" {
@@ -122,6 +124,9 @@ func run(o options) error {
 			brokerPids = append(brokerPids, n.Pid())
 		}
 		o.pub, o.dec, o.sub = strings.Join(addrs, ","), cluster.URLs(), addrs[0]
+		if o.decNodes > 0 && o.decNodes < len(addrs) {
+			o.dec = "mqtt://" + strings.Join(addrs[:o.decNodes], ",mqtt://")
+		}
 		time.Sleep(2 * time.Second) // the cluster settles
 	case o.pub == "":
 		var addr string
