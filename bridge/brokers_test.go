@@ -55,17 +55,7 @@ func TestDecryptorMovesToTheNextBroker(t *testing.T) {
 	o.MQTT.MoreURLs = []*url.URL{other}
 	dec, _ := runDecryptor(t, o, SplitOptions{StateDir: t.TempDir()})
 
-	subs := []*testenv.Subscriber{testenv.Subscribe(t, brokers[0].URL, "smarty/#"), testenv.Subscribe(t, brokers[1].URL, "smarty/#")}
-	on := -1
-	testenv.WaitFor(t, 10*time.Second, "online on one broker", func() bool {
-		for i, s := range subs {
-			if v, _ := s.Get("smarty/status/dec"); v == "online" {
-				on = i
-				return true
-			}
-		}
-		return false
-	})
+	subs, on := onlineOnOne(t, brokers, "dec")
 	next := 1 - on
 	if !strings.Contains(logs.String(), "connected to MQTT broker") || !strings.Contains(logs.String(), "broker="+brokers[on].URL) {
 		t.Errorf("the log does not say which broker is in use:\n%s", logs)
@@ -166,17 +156,7 @@ func TestBridgeMovesToTheNextBroker(t *testing.T) {
 	o.MQTT.MoreURLs = []*url.URL{other}
 	src := &slowReader{}
 	start(t, o, src)
-	subs := []*testenv.Subscriber{testenv.Subscribe(t, brokers[0].URL, "smarty/#"), testenv.Subscribe(t, brokers[1].URL, "smarty/#")}
-	on := -1
-	testenv.WaitFor(t, 10*time.Second, "online on one broker", func() bool {
-		for i, s := range subs {
-			if v, _ := s.Get("smarty/status/hub"); v == "online" {
-				on = i
-				return true
-			}
-		}
-		return false
-	})
+	subs, on := onlineOnOne(t, brokers, "hub")
 	brokers[on].Kill()
 	next := 1 - on
 	subs[next].WaitValue("smarty/status/hub", "online", 10*time.Second)
@@ -202,4 +182,25 @@ func TestDecryptorDropsOversizedRawAtOnce(t *testing.T) {
 	if dec.Garbage() != 3 || strings.Count(logs.String(), "larger than any frame") != 1 {
 		t.Errorf("%d oversized counted, warnings:\n%s", dec.Garbage(), logs)
 	}
+}
+
+// onlineOnOne subscribes to each broker and waits until client is online
+// on one of them; it returns the subscribers and that broker's index.
+func onlineOnOne(t *testing.T, brokers []*testenv.Broker, client string) ([]*testenv.Subscriber, int) {
+	t.Helper()
+	var subs []*testenv.Subscriber
+	for _, b := range brokers {
+		subs = append(subs, testenv.Subscribe(t, b.URL, "smarty/#"))
+	}
+	on := -1
+	testenv.WaitFor(t, 10*time.Second, client+" online on one broker", func() bool {
+		for i, s := range subs {
+			if v, _ := s.Get("smarty/status/" + client); v == "online" {
+				on = i
+				return true
+			}
+		}
+		return false
+	})
+	return subs, on
 }

@@ -18,11 +18,7 @@ const RMQTTSetup = "tools/rmqtt/setup.sh"
 // RMQTTBinary is where the setup script links the rmqttd it built:
 // $SMARTY_RMQTT_CACHE/rmqttd, by default under /var/cache.
 func RMQTTBinary() string {
-	cache := os.Getenv("SMARTY_RMQTT_CACHE")
-	if cache == "" {
-		cache = "/var/cache/smartybridge/rmqtt"
-	}
-	return filepath.Join(cache, "rmqttd")
+	return filepath.Join(cacheDir("SMARTY_RMQTT_CACHE", "rmqtt"), "rmqttd")
 }
 
 // NeedRMQTT returns the rmqttd binary, or skips the test with a message
@@ -36,14 +32,20 @@ func NeedRMQTT(t testing.TB) string {
 	} else if _, err := os.Stat(bin); err != nil {
 		why = "no rmqttd at " + bin + "; run " + RMQTTSetup
 	}
-	if why == "" {
-		return bin
+	if why != "" {
+		unprovisioned(t, "rmqtt cluster test", why)
 	}
+	return bin
+}
+
+// unprovisioned skips the test, saying why; under CI=true it fails it, so
+// that CI cannot pass without running it.
+func unprovisioned(t testing.TB, test, why string) {
+	t.Helper()
 	if os.Getenv("CI") == "true" {
-		t.Fatalf("rmqtt cluster test cannot run under CI: %s", why)
+		t.Fatalf("%s cannot run under CI: %s", test, why)
 	}
-	t.Skipf("rmqtt cluster test skipped: %s", why)
-	return ""
+	t.Skipf("%s skipped: %s", test, why)
 }
 
 // Cluster is a cluster of rmqtt brokers on 127.0.0.1, joined by Raft.
