@@ -312,9 +312,15 @@ func shownURL(s string) string {
 	return s[:lead] + "xxxxx@" + s[at+1:]
 }
 
+// maxBrokers bounds the nodes SMARTY_MQTT_URL may list.
+const maxBrokers = 32
+
 // brokerURLs parses SMARTY_MQTT_URL: one broker, or the nodes of a cluster
 // separated by commas, each with the same login if any.
 func (c *Config) brokerURLs() ([]*url.URL, error) {
+	if n := strings.Count(c.MQTTURL, ",") + 1; n > maxBrokers {
+		return nil, fmt.Errorf("SMARTY_MQTT_URL lists %d brokers; at most %d (the nodes of one cluster)", n, maxBrokers)
+	}
 	var urls []*url.URL
 	for s := range strings.SplitSeq(c.MQTTURL, ",") {
 		if strings.TrimSpace(s) == "" {

@@ -97,12 +97,13 @@ func TestSeveralBrokers(t *testing.T) {
 		t.Errorf("a TLS node needs a TLS config checked against each broker's own name: %+v", o.TLS)
 	}
 	for in, want := range map[string]string{
-		"mqtt://n1,,mqtt://n2":               "empty broker",
-		"mqtt://n1,":                         "empty broker",
-		"mqtt://n1,mqtt://n1:1883":           "twice",
-		"mqtt://a:secretpw@n1,mqtt://b:x@n2": "different logins",
-		"mqtt://n1,http://a:secretpw@n2":     "want mqtt://",
-		"mqtt://n1,mqtt://a:secretpw@n2/x":   "no path",
+		"mqtt://n1,,mqtt://n2":                       "empty broker",
+		"mqtt://n1,":                                 "empty broker",
+		"mqtt://n1,mqtt://n1:1883":                   "twice",
+		"mqtt://a:secretpw@n1,mqtt://b:x@n2":         "different logins",
+		"mqtt://n1,http://a:secretpw@n2":             "want mqtt://",
+		strings.Repeat("mqtt://n,", 40) + "mqtt://n": "at most 32",
+		"mqtt://n1,mqtt://a:secretpw@n2/x":           "no path",
 	} {
 		_, err := (&Config{MQTTURL: in}).mqttOptions()
 		if err == nil || !strings.Contains(err.Error(), want) {
