@@ -106,12 +106,8 @@ func dial(ctx context.Context, o MQTTOptions, co connectOptions, log *slog.Logge
 	if o.URL == nil {
 		return nil, errors.New("no broker URL")
 	}
-	urls := brokerOrder(o.ClientID, append([]*url.URL{o.URL}, o.MoreURLs...))
-	shown := make([]string, len(urls))
-	for i, u := range urls {
-		shown[i] = redactURL(u)
-	}
-	c := &conn{log: log, url: strings.Join(shown, ","), ping: &pinger{}}
+	urls := brokerOrder(o.ClientID, o.urls())
+	c := &conn{log: log, url: brokerList(urls), ping: &pinger{}}
 	c.attempt.Store(urls[0])
 	if co.keepAlive == 0 {
 		co.keepAlive = 30
@@ -385,12 +381,21 @@ func redactURL(u *url.URL) string {
 }
 
 // Brokers lists the brokers for a log line, without a login.
-func (o MQTTOptions) Brokers() string {
-	s := make([]string, 0, 1+len(o.MoreURLs))
-	for _, u := range append([]*url.URL{o.URL}, o.MoreURLs...) {
-		if u != nil {
-			s = append(s, redactURL(u))
-		}
+func (o MQTTOptions) Brokers() string { return brokerList(o.urls()) }
+
+// urls are the brokers in the order given.
+func (o MQTTOptions) urls() []*url.URL {
+	if o.URL == nil {
+		return o.MoreURLs
+	}
+	return append([]*url.URL{o.URL}, o.MoreURLs...)
+}
+
+// brokerList shows urls for a log line, without a login.
+func brokerList(urls []*url.URL) string {
+	s := make([]string, len(urls))
+	for i, u := range urls {
+		s[i] = redactURL(u)
 	}
 	return strings.Join(s, ",")
 }

@@ -67,7 +67,7 @@ type switcher struct {
 	full     bool                     // maxFound reached (logged once)
 	probes   map[string]chan struct{} // per node, closed when its probe had its time
 	wildcard bool                     // one look at every node per connection (lookAtAll)
-	off      bool                     // no looking (disable)
+	off      bool                     // no probes (disable)
 	synced   chan struct{}            // wildcard: closed once the first look had its time
 	syncOnce sync.Once
 	ctx      context.Context // ends with the instance's loops
@@ -98,11 +98,6 @@ func (s *switcher) disable() {
 	s.mu.Lock()
 	s.off = true
 	s.mu.Unlock()
-	s.markSynced()
-}
-
-func (s *switcher) markSynced() {
-	s.syncOnce.Do(func() { close(s.synced) })
 }
 
 // filters are the discovery topics of node ("+": every node).
@@ -141,16 +136,16 @@ func (s *switcher) subscribe(ctx context.Context, filters []paho.SubscribeOption
 // configs arrive before nodes are announced.
 func (s *switcher) look() {
 	s.mu.Lock()
-	ctx, wildcard, off := s.ctx, s.wildcard, s.off
+	ctx, wildcard := s.ctx, s.wildcard
 	s.mu.Unlock()
-	if !wildcard || off || ctx == nil || ctx.Err() != nil {
+	if !wildcard || ctx == nil || ctx.Err() != nil {
 		return
 	}
 	first := !s.ready("")
 	s.wg.Go(func() {
 		s.subscribe(ctx, s.filters("+"), first)
 		if first {
-			s.markSynced()
+			s.syncOnce.Do(func() { close(s.synced) })
 			if s.trigger != nil {
 				s.trigger()
 			}
@@ -183,19 +178,24 @@ func (s *switcher) add(node string) (start func()) {
 	}
 }
 
+// gate is closed once node may be announced; nil when it need not wait.
+func (s *switcher) gate(node string) <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.wildcard {
+		return s.synced
+	}
+	return s.probes[node]
+}
+
 // ready reports whether node may be announced.
 func (s *switcher) ready(node string) bool {
-	s.mu.Lock()
-	wait, ok := s.probes[node]
-	if s.wildcard {
-		wait, ok = s.synced, true
-	}
-	s.mu.Unlock()
-	if !ok {
+	g := s.gate(node)
+	if g == nil {
 		return true
 	}
 	select {
-	case <-wait:
+	case <-g:
 		return true
 	default:
 		return false
@@ -204,11 +204,10 @@ func (s *switcher) ready(node string) bool {
 
 // waitReady waits until node may be announced (or ctx ends).
 func (s *switcher) waitReady(ctx context.Context, node string) {
-	for !s.ready(node) {
+	if g := s.gate(node); g != nil {
 		select {
-		case <-time.After(20 * time.Millisecond):
+		case <-g:
 		case <-ctx.Done():
-			return
 		}
 	}
 }

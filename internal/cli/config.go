@@ -343,6 +343,9 @@ func (c *Config) brokerURLs() ([]*url.URL, error) {
 	return urls, nil
 }
 
+// tlsScheme reports whether a broker URL's scheme asks for TLS.
+func tlsScheme(scheme string) bool { return scheme == "mqtts" || scheme == "ssl" || scheme == "tls" }
+
 // brokerURL parses one broker's URL of SMARTY_MQTT_URL.
 func brokerURL(s string) (*url.URL, error) {
 	u, err := url.Parse(strings.TrimSpace(s))
@@ -351,10 +354,10 @@ func brokerURL(s string) (*url.URL, error) {
 	}
 	shown := shownURL(s)
 	port := ""
-	switch u.Scheme {
-	case "mqtt", "tcp":
+	switch {
+	case u.Scheme == "mqtt" || u.Scheme == "tcp":
 		port = "1883"
-	case "mqtts", "ssl", "tls":
+	case tlsScheme(u.Scheme):
 		port = "8883"
 	default:
 		return nil, fmt.Errorf("SMARTY_MQTT_URL=%q: want mqtt://host[:port] (1883 by default) or mqtts://host[:port] (TLS, 8883 by default)", shown)
@@ -405,7 +408,7 @@ func (c *Config) mqttOptions() (bridge.MQTTOptions, error) {
 	if o.ClientID == "" {
 		o.ClientID = defaultClientID(string(c.Mode), c.StateDir, c.Device)
 	}
-	if slices.ContainsFunc(urls, func(u *url.URL) bool { return u.Scheme == "mqtts" || u.Scheme == "ssl" || u.Scheme == "tls" }) {
+	if slices.ContainsFunc(urls, func(u *url.URL) bool { return tlsScheme(u.Scheme) }) {
 		// The name checked is each broker's own (bridge.dialKeep).
 		o.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
 		if c.MQTTCAFile != "" {

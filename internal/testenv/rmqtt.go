@@ -2,7 +2,6 @@ package testenv
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -101,12 +100,10 @@ func StartCluster(bin string, dirs []string, queueLen int) (*Cluster, error) {
 	var grpc, raft []string
 	for i := range ps {
 		for _, p := range []*int{&ps[i].mqtt, &ps[i].grpc, &ps[i].raft} {
-			l, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
+			var err error
+			if *p, err = freePort(); err != nil {
 				return nil, err
 			}
-			*p = l.Addr().(*net.TCPAddr).Port
-			_ = l.Close()
 		}
 		grpc = append(grpc, fmt.Sprintf(`"%d@127.0.0.1:%d"`, i+1, ps[i].grpc))
 		raft = append(raft, fmt.Sprintf(`"%d@127.0.0.1:%d"`, i+1, ps[i].raft))
@@ -194,17 +191,10 @@ func (n *ClusterNode) Start() error {
 	if err := n.cmd.Start(); err != nil {
 		return err
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", n.Port)); err == nil {
-			_ = c.Close()
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("rmqtt node %d does not listen on %d after 60 s; its log:\n%s", n.ID, n.Port, n.Log())
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !listening(n.Port, 60*time.Second) {
+		return fmt.Errorf("rmqtt node %d does not listen on %d after 60 s; its log:\n%s", n.ID, n.Port, n.Log())
 	}
+	return nil
 }
 
 // Kill kills the node with SIGKILL.

@@ -62,12 +62,20 @@ func need(t testing.TB, name string, alt ...string) string {
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := freePort()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return port
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
 	defer func() { _ = l.Close() }()
-	return l.Addr().(*net.TCPAddr).Port
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // Broker is a mosquitto process.
@@ -141,16 +149,24 @@ func (b *Broker) Kill() {
 
 func waitTCP(t testing.TB, port int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	if !listening(port, 10*time.Second) {
+		t.Fatalf("nothing listens on 127.0.0.1:%d", port)
+	}
+}
+
+// listening reports whether something accepts connections on
+// 127.0.0.1:port within d.
+func listening(port int, d time.Duration) bool {
+	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
 		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(port))
 		if err == nil {
 			_ = c.Close()
-			return
+			return true
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatalf("nothing listens on 127.0.0.1:%d", port)
+	return false
 }
 
 // PTY is a socat pseudo-terminal pair: the bridge opens Device, the test
