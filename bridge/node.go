@@ -23,6 +23,7 @@ type node struct {
 	pub         publisher     // conn, or a test's recorder
 	ready       chan struct{} // closed once conn is set
 	connGen     atomic.Int64  // counts connections
+	subscribed  atomic.Int64  // connections whose subscriptions are in place
 	report      *reporter     // nil until the mode runs
 	sw          *switcher
 	part        part
@@ -167,6 +168,7 @@ func (n *node) connected(ctx context.Context) {
 		}
 	}
 	n.part.connected(ctx)
+	n.subscribed.Add(1)
 }
 
 // message routes what the broker sends: the switcher's probes, Home

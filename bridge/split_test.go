@@ -51,7 +51,16 @@ func runDecryptor(t *testing.T, o Options, so SplitOptions) (*Bridge, func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return b, runInBackground(t, "RunDecrypt", func(ctx context.Context) error { return b.RunDecrypt(ctx, so) })
+	stop := runInBackground(t, "RunDecrypt", func(ctx context.Context) error { return b.RunDecrypt(ctx, so) })
+	waitSubscribed(t, b.node)
+	return b, stop
+}
+
+// waitSubscribed waits until n's subscriptions of its first connection are
+// in place: a message published after it reaches n.
+func waitSubscribed(t *testing.T, n *node) {
+	t.Helper()
+	testenv.WaitFor(t, 10*time.Second, "subscriptions in place", func() bool { return n.subscribed.Load() > 0 })
 }
 
 // runInBackground runs run until the returned stop is called or the test
@@ -102,7 +111,6 @@ func TestSplitMatchesBridge(t *testing.T) {
 	fdone := make(chan error, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { fdone <- fwd.Run(ctx, Source{Reader: pr}) }()
-	time.Sleep(500 * time.Millisecond) // the decryptor has subscribed
 	pw.Write(in)
 	testenv.WaitFor(t, 10*time.Second, "all frames decoded", func() bool { return dec.Stats().Telegrams == 6 })
 	testenv.WaitFor(t, 10*time.Second, "all frames confirmed", func() bool { return fwd.Queued() == 0 })
@@ -161,7 +169,6 @@ func TestDecryptorDropsDuplicatesAndJunk(t *testing.T) {
 	dec, stop := runDecryptor(t, opts(t, broker.URL, "dec", logs, keys), SplitOptions{StateDir: t.TempDir()})
 	sub := testenv.Subscribe(t, broker.URL, "smarty/#")
 	sub.WaitValue("smarty/status/dec", "online", 10*time.Second)
-	time.Sleep(300 * time.Millisecond)
 	pub := testenv.Subscribe(t, broker.URL)
 
 	publishRaw(t, pub.Client, "smarty/raw/53595354454D4944", frame)
@@ -250,7 +257,6 @@ func TestShareGroupHundredMeters(t *testing.T) {
 	sub := testenv.Subscribe(t, broker.URL, "smarty/status/#")
 	sub.WaitValue("smarty/status/dec1", "online", 10*time.Second)
 	sub.WaitValue("smarty/status/dec2", "online", 10*time.Second)
-	time.Sleep(500 * time.Millisecond)
 	pub := testenv.Subscribe(t, broker.URL)
 	start := time.Now()
 	for r := range rounds {
@@ -312,7 +318,7 @@ func TestBrokerOutage(t *testing.T) {
 		pw.Close()
 		<-fdone
 	}()
-	time.Sleep(time.Second)
+	waitSubscribed(t, fwd.node)
 
 	var sent []string
 	start := time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC)
@@ -354,7 +360,6 @@ func TestSplitOverTLS(t *testing.T) {
 	dec, _ := runDecryptor(t, tlsOpts("dec", keys), SplitOptions{StateDir: t.TempDir()})
 	status := testenv.Subscribe(t, broker.URL, "smarty/status/dec")
 	status.WaitValue("smarty/status/dec", "online", 10*time.Second)
-	time.Sleep(300 * time.Millisecond) // subscribed to the raw topics
 	fwd, err := NewForwarder(tlsOpts("fwd", decrypt.Options{}), ForwardOptions{Device: "test", StateDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -402,7 +407,6 @@ func TestReplayAcrossRestartAndKeyChange(t *testing.T) {
 		dec, stop := runDecryptor(t, opts(t, broker.URL, "dec", &logBuffer{}, decrypt.Options{Keys: map[decrypt.Title]decrypt.Key{title: k}}), SplitOptions{StateDir: state})
 		sub := testenv.Subscribe(t, broker.URL, "smarty/status/dec")
 		sub.WaitValue("smarty/status/dec", "online", 10*time.Second)
-		time.Sleep(300 * time.Millisecond)
 		for _, f := range frames {
 			publishRaw(t, pub.Client, topic, f)
 		}
