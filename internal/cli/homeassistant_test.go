@@ -600,6 +600,7 @@ func TestHomeAssistant(t *testing.T) {
 	if got := entityIDSet(entitiesOf(haEntities(ha), smarty)); !slices.Equal(got, registry) {
 		t.Errorf("split mode changed the registry:\n%v\nwas\n%v", got, registry)
 	}
+	checkSplitReferencePower(t, ha, sub, smarty)
 
 	// Home Assistant restarts: discovery again on its birth message, the
 	// same devices and entities, no duplicates.
@@ -796,6 +797,33 @@ func checkQuarterEntities(t *testing.T, ha *testenv.HomeAssistant, sub *testenv.
 		ref, _ := strconv.ParseFloat(st[ids["reference_power"]].State, 64)
 		cost, err := strconv.ParseFloat(st[ids["cost_today"]].State, 64)
 		return ref == 12 && err == nil && cost == 0 && st[ids["overrun_expected"]].State == "off"
+	})
+}
+
+// checkSplitReferencePower: in split mode the decryptor computes the
+// reference power's entities and takes their settings from Home
+// Assistant's service call (the bridge that set them before is stopped).
+func checkSplitReferencePower(t *testing.T, ha *testenv.HomeAssistant, sub *testenv.Subscriber, m *haMeter) {
+	t.Helper()
+	components := m.components(t)
+	id := func(key string) string {
+		for _, e := range haEntities(ha) {
+			if e.UniqueID == components[key].UniqueID {
+				return e.EntityID
+			}
+		}
+		t.Fatalf("%s is not registered", key)
+		return ""
+	}
+	ref, energy, allowed := id("quarter_reference_power"), id("quarter_energy"), id("quarter_allowed_power")
+	ha.Service("number", "set_value", map[string]any{"entity_id": ref, "value": 9})
+	sub.WaitValue("smarty/"+m.id+"/reference_power", "9", 15*time.Second)
+	testenv.WaitFor(t, 30*time.Second, "the decryptor's reference power in Home Assistant", func() bool {
+		st := ha.States()
+		v, _ := strconv.ParseFloat(st[ref].State, 64)
+		_, eErr := strconv.ParseFloat(st[energy].State, 64)
+		_, aErr := strconv.ParseFloat(st[allowed].State, 64)
+		return v == 9 && eErr == nil && aErr == nil
 	})
 }
 
