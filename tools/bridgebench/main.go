@@ -231,9 +231,20 @@ func run(bin string, frames int, every time.Duration, useTLS bool) (res result, 
 				return res, fmt.Errorf("frame %d: %d of %d states arrived", i, got, perFrame)
 			}
 		}
-		lat = append(lat, last.Sub(sent))
+		// A frame may carry more than the usual states (a finished
+		// quarter-hour's, a setting's): what arrives before the next frame
+		// is written is this frame's, so that the next is not matched to it.
 		next = next.Add(every)
 		time.Sleep(time.Until(next))
+	drain:
+		for {
+			select {
+			case last = <-arrivals:
+			default:
+				break drain
+			}
+		}
+		lat = append(lat, last.Sub(sent))
 	}
 	elapsed := time.Since(start)
 	pid := bridge.Process.Pid
