@@ -47,7 +47,9 @@ func runForwarder(t *testing.T, o Options, fo ForwardOptions, src *slowReader) (
 	if err != nil {
 		t.Fatal(err)
 	}
-	return f, runInBackground(t, "forwarder", func(ctx context.Context) error { return f.Run(ctx, Source{Reader: src}) })
+	stop := runInBackground(t, "forwarder", func(ctx context.Context) error { return f.Run(ctx, Source{Reader: src}) })
+	waitSubscribed(t, f.node)
+	return f, stop
 }
 
 func (r *slowReader) feed(chunks ...[]byte) {
@@ -56,12 +58,12 @@ func (r *slowReader) feed(chunks ...[]byte) {
 	r.mu.Unlock()
 }
 
-// waitOnline waits for a client's status topic.
+// waitOnline waits for a client's status topic on a broker (its
+// subscriptions are in place: runDecryptor and runForwarder wait for them).
 func waitOnline(t *testing.T, brokerURL, clientID string) {
 	t.Helper()
 	s := testenv.Subscribe(t, brokerURL, "smarty/status/"+clientID)
 	s.WaitValue("smarty/status/"+clientID, "online", 10*time.Second)
-	time.Sleep(200 * time.Millisecond) // its subscriptions
 }
 
 // TestNoiseBeforeAFrame: a false header of an unknown meter, declaring
