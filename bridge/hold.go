@@ -136,14 +136,18 @@ func (b *Bridge) flushHeld(ctx context.Context) bool {
 // end, or a stop) waits for the broker to take what is held.
 const drainTime = 5 * time.Second
 
-// drainHeld sends what is held and waits, at most drainTime and only while
-// a connection is up, for the broker to confirm it; what it never took is
-// counted as lost and said. The reading goroutine, once the input ended.
+// drainHeld sends what is held and waits, at most drainTime, for the
+// broker to confirm it; what it never took is counted as lost and said.
+// It waits while the connection is down too: the first connection may not
+// count as up yet when a capture has been read to its end (autopaho's
+// AwaitConnection returns before OnConnectionUp has run), and a broker
+// that restarts comes back within seconds. The reading goroutine, once the
+// input ended.
 func (b *Bridge) drainHeld(ctx context.Context) {
 	deadline := time.Now().Add(drainTime)
 	for {
 		b.flushHeld(context.WithoutCancel(ctx))
-		if b.held.n == 0 || !b.conn.up.Load() || time.Now().After(deadline) {
+		if b.held.n == 0 || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
