@@ -353,7 +353,8 @@ func TestStopCountsWhatTheBrokerNeverTook(t *testing.T) {
 	testenv.WaitFor(t, 10*time.Second, "connected", func() bool { return h.b.conn.up.Load() })
 	at := time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
 	src.feed(m.Frame(nil, at))
-	testenv.WaitFor(t, 10*time.Second, "the first telegram", func() bool { return h.b.Stats().Telegrams == 1 })
+	// Taken: the broker answered the PINGREQ written after it (hold.go).
+	testenv.WaitFor(t, 10*time.Second, "the first telegram taken", func() bool { return h.b.Stats().Telegrams == 1 && allAnswered(h.b.conn.ping) })
 	broker.Stop()
 	testenv.WaitFor(t, 10*time.Second, "disconnected", func() bool { return !h.b.conn.up.Load() })
 	for i := range 3 {
@@ -409,4 +410,12 @@ func TestEndOfInputWaitsForTheBroker(t *testing.T) {
 	if v := retained["smarty/"+m.ID()+"/0-0:1.0.0"]; !strings.Contains(v, "00:00:20") && !strings.Contains(v, "02:00:20") {
 		t.Errorf("the last telegram's time at the broker: %q", v)
 	}
+}
+
+// allAnswered reports whether the broker answered every PINGREQ written on
+// the connection: it has read everything the bridge sent before them.
+func allAnswered(p *pinger) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.sent > 0 && p.answered >= p.sent
 }
