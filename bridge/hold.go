@@ -138,11 +138,8 @@ const drainTime = 5 * time.Second
 
 // drainHeld sends what is held and waits, at most drainTime, for the
 // broker to confirm it; what it never took is counted as lost and said.
-// It waits while the connection is down too: the first connection may not
-// count as up yet when a capture has been read to its end (autopaho's
-// AwaitConnection returns before OnConnectionUp has run), and a broker
-// that restarts comes back within seconds. The reading goroutine, once the
-// input ended.
+// It waits while the connection is down too: a broker that restarts comes
+// back within seconds. The reading goroutine, once the input ended.
 func (b *Bridge) drainHeld(ctx context.Context) {
 	deadline := time.Now().Add(drainTime)
 	for {

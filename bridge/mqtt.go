@@ -14,6 +14,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -61,6 +62,10 @@ type conn struct {
 	attempt  atomic.Pointer[url.URL] // the broker of the last attempt (the one in use when up)
 	failures atomic.Int64
 	up       atomic.Bool
+	// firstUp is closed once the first connection counts as up (up set):
+	// autopaho's AwaitConnection returns before OnConnectionUp has run.
+	firstUp   chan struct{}
+	firstOnce sync.Once
 	// takenOver is when the broker last closed the connection because
 	// another client connected with our client id (0x8E), in Unix ns.
 	takenOver atomic.Int64
@@ -107,7 +112,7 @@ func dial(ctx context.Context, o MQTTOptions, co connectOptions, log *slog.Logge
 		return nil, errors.New("no broker URL")
 	}
 	urls := brokerOrder(o.ClientID, o.urls())
-	c := &conn{log: log, url: brokerList(urls), ping: &pinger{}}
+	c := &conn{log: log, url: brokerList(urls), ping: &pinger{}, firstUp: make(chan struct{})}
 	c.attempt.Store(urls[0])
 	if co.keepAlive == 0 {
 		co.keepAlive = 30
@@ -137,6 +142,7 @@ func dial(ctx context.Context, o MQTTOptions, co connectOptions, log *slog.Logge
 				co.beforeUp()
 			}
 			c.up.Store(true)
+			c.firstOnce.Do(func() { close(c.firstUp) })
 			writeHealth(log, o.HealthFile, "up")
 			log.Info("connected to MQTT broker", "broker", redactURL(c.attempt.Load()), "failed_attempts", n)
 			if co.onUp != nil {
@@ -345,11 +351,18 @@ func (c *conn) subscribeWith(ctx context.Context, subs []paho.SubscribeOptions) 
 	return err
 }
 
-// awaitConnection waits for the first connection, at most d.
+// awaitConnection waits, at most d, for the first connection to count as
+// up: what is published after it goes out instead of being held.
 func (c *conn) awaitConnection(ctx context.Context, d time.Duration) bool {
-	ctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
-	return c.cm.AwaitConnection(ctx) == nil
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-c.firstUp:
+		return true
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	return false
 }
 
 // close disconnects cleanly (no will) and waits for autopaho to stop.
